@@ -1,0 +1,344 @@
+# Losses, margins and gradients of L2-regularised logistic regression.
+#
+# Objective (a sum, with per-example weights s_i and lam = l2_reg):
+#
+#     F(theta; s) = sum_i s_i * l(y_i, x_i; theta) + lam/2 * ||coef||^2
+#
+# Parameters live in an internal (K', d + 1) C-ordered matrix Theta whose row k
+# is [coef_k, intercept_k]; K' = 1 for binary problems and K' = K for softmax.
+# The Python layer maps Theta to the public flattening of design.md.
+#
+# Every hot loop here is `noexcept nogil` so that retraining can run groups in
+# threads; dense products go through SciPy's BLAS, CSR products are plain loops
+# over the stored entries (X is never densified).
+#
+# Stability: softplus and the sigmoid are evaluated on the branch that never
+# exponentiates a positive number, so |z| = 1e4 is exact, not inf or nan.
+
+from libc.math cimport exp, log, log1p, fabs, sqrt
+from scipy.linalg.cython_blas cimport dgemv, dgemm
+
+from groupinf._blas cimport blas_int
+
+import numpy as np
+
+
+cdef inline double _softplus(double z) noexcept nogil:
+    # log(1 + e^z) without overflow for large z or loss of digits for small z.
+    if z > 0:
+        return z + log1p(exp(-z))
+    return log1p(exp(z))
+
+
+cdef inline double _sigmoid(double z) noexcept nogil:
+    cdef double e
+    if z >= 0:
+        return 1.0 / (1.0 + exp(-z))
+    e = exp(z)
+    return e / (1.0 + e)
+
+
+cdef inline double _sigmoid_curv(double z) noexcept nogil:
+    # sigma(z) * (1 - sigma(z)) = e^-|z| / (1 + e^-|z|)^2, no cancellation.
+    cdef double e = exp(-fabs(z))
+    return e / ((1.0 + e) * (1.0 + e))
+
+
+# ---------------------------------------------------------------------------
+# Per-example quantities from given logits.
+# ---------------------------------------------------------------------------
+
+def binary_pointwise(
+    const double[::1] z,
+    const double[::1] y,
+    double[::1] loss_out,
+    double[::1] dloss_out,
+    double[::1] d2loss_out,
+):
+    """Per-example loss, dloss/dz and d2loss/dz2 of the binary logistic loss.
+
+    l = log(1 + e^z) - y * z with y in {0, 1}.
+    """
+    cdef Py_ssize_t i, n = z.shape[0]
+    with nogil:
+        for i in range(n):
+            loss_out[i] = _softplus(z[i]) - y[i] * z[i]
+            dloss_out[i] = _sigmoid(z[i]) - y[i]
+            d2loss_out[i] = _sigmoid_curv(z[i])
+
+
+cdef void _softmax_row(
+    const double* zrow, Py_ssize_t n_classes, double* prob, double* lse
+) noexcept nogil:
+    # Shift by the row maximum so the largest exponent is e^0 = 1.
+    cdef Py_ssize_t k
+    cdef double zmax = zrow[0], total = 0.0
+    for k in range(1, n_classes):
+        if zrow[k] > zmax:
+            zmax = zrow[k]
+    for k in range(n_classes):
+        prob[k] = exp(zrow[k] - zmax)
+        total += prob[k]
+    for k in range(n_classes):
+        prob[k] /= total
+    lse[0] = zmax + log(total)
+
+
+def multinomial_pointwise(
+    const double[:, ::1] Z,
+    const long long[::1] y,
+    double[::1] loss_out,
+    double[:, ::1] prob_out,
+):
+    """Per-example softmax loss logsumexp(z) - z_y and class probabilities."""
+    cdef Py_ssize_t i, n = Z.shape[0], n_classes = Z.shape[1]
+    cdef double lse
+    with nogil:
+        for i in range(n):
+            _softmax_row(&Z[i, 0], n_classes, &prob_out[i, 0], &lse)
+            loss_out[i] = lse - Z[i, y[i]]
+
+
+# ---------------------------------------------------------------------------
+# Objective and gradient, dense X.
+# ---------------------------------------------------------------------------
+
+cdef double _binary_objgrad_dense(
+    const double[:, ::1] X,
+    const double[::1] y,
+    const double[::1] s,
+    const double[::1] theta,
+    double l2_reg,
+    double[::1] z,
+    double[::1] grad,
+) noexcept nogil:
+    # IN: X (n, d), theta = [coef (d), intercept]; OUT: grad (d + 1), returns F.
+    cdef blas_int n = <blas_int> X.shape[0], d = <blas_int> X.shape[1], one = 1
+    cdef double alpha = 1.0, beta = 0.0, obj = 0.0, r, gb = 0.0, b = theta[d]
+    cdef Py_ssize_t i, j
+
+    # 1. z = X @ coef (C-ordered X is the Fortran matrix X^T of shape (d, n)).
+    dgemv(b"T", &d, &n, &alpha, <double*> &X[0, 0], &d,
+          <double*> &theta[0], &one, &beta, &z[0], &one)
+
+    # 2. Weighted loss; z is overwritten by the residual s_i * dl/dz_i.
+    for i in range(n):
+        z[i] += b
+        obj += s[i] * (_softplus(z[i]) - y[i] * z[i])
+        r = s[i] * (_sigmoid(z[i]) - y[i])
+        gb += r
+        z[i] = r
+
+    # 3. grad_coef = X^T r, then the penalty on coef only.
+    dgemv(b"N", &d, &n, &alpha, <double*> &X[0, 0], &d,
+          &z[0], &one, &beta, &grad[0], &one)
+    for j in range(d):
+        grad[j] += l2_reg * theta[j]
+        obj += 0.5 * l2_reg * theta[j] * theta[j]
+    grad[d] = gb
+    return obj
+
+
+cdef double _multinomial_objgrad_dense(
+    const double[:, ::1] X,
+    const long long[::1] y,
+    const double[::1] s,
+    const double[:, ::1] theta,
+    double l2_reg,
+    double[:, ::1] Z,
+    double[:, ::1] grad,
+) noexcept nogil:
+    # IN: X (n, d), theta (K, d + 1); WORK: Z (n, K); OUT: grad (K, d + 1).
+    cdef blas_int n = <blas_int> X.shape[0], d = <blas_int> X.shape[1]
+    cdef blas_int K = <blas_int> theta.shape[0], dp1 = d + 1
+    cdef double alpha = 1.0, beta = 0.0, obj = 0.0, lse, w, zy
+    cdef Py_ssize_t i, j, k
+
+    # 1. Z = X @ coef^T + intercept. In Fortran terms Z^T (K, n) is
+    #    Theta_F[:d]^T (K, d) times X_F (d, n), Theta_F = Theta^T with ld d + 1.
+    dgemm(b"T", b"N", &K, &n, &d, &alpha, <double*> &theta[0, 0], &dp1,
+          <double*> &X[0, 0], &d, &beta, &Z[0, 0], &K)
+
+    # 2. Loss and residual R = s * (softmax(Z) - onehot(y)), in place in Z.
+    for k in range(K):
+        grad[k, d] = 0.0
+    for i in range(n):
+        for k in range(K):
+            Z[i, k] += theta[k, d]
+        w = s[i]
+        zy = Z[i, y[i]]
+        _softmax_row(&Z[i, 0], K, &Z[i, 0], &lse)
+        obj += w * (lse - zy)
+        Z[i, y[i]] -= 1.0
+        for k in range(K):
+            Z[i, k] *= w
+            grad[k, d] += Z[i, k]
+
+    # 3. grad_coef (K, d) = R^T X; in Fortran terms (d, K) = X_F (d, n) R_F^T.
+    dgemm(b"N", b"T", &d, &K, &n, &alpha, <double*> &X[0, 0], &d,
+          &Z[0, 0], &K, &beta, &grad[0, 0], &dp1)
+    for k in range(K):
+        for j in range(d):
+            grad[k, j] += l2_reg * theta[k, j]
+            obj += 0.5 * l2_reg * theta[k, j] * theta[k, j]
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# Objective and gradient, CSR X (data, indices, indptr), never densified.
+# ---------------------------------------------------------------------------
+
+cdef double _binary_objgrad_csr(
+    const double[::1] data,
+    const int[::1] indices,
+    const int[::1] indptr,
+    Py_ssize_t d,
+    const double[::1] y,
+    const double[::1] s,
+    const double[::1] theta,
+    double l2_reg,
+    double[::1] z,
+    double[::1] grad,
+) noexcept nogil:
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, j, q
+    cdef double obj = 0.0, r, acc
+
+    for j in range(d + 1):
+        grad[j] = 0.0
+    for i in range(n):
+        acc = theta[d]
+        for q in range(indptr[i], indptr[i + 1]):
+            acc += data[q] * theta[indices[q]]
+        obj += s[i] * (_softplus(acc) - y[i] * acc)
+        r = s[i] * (_sigmoid(acc) - y[i])
+        z[i] = r
+        grad[d] += r
+        for q in range(indptr[i], indptr[i + 1]):
+            grad[indices[q]] += data[q] * r
+    for j in range(d):
+        grad[j] += l2_reg * theta[j]
+        obj += 0.5 * l2_reg * theta[j] * theta[j]
+    return obj
+
+
+cdef double _multinomial_objgrad_csr(
+    const double[::1] data,
+    const int[::1] indices,
+    const int[::1] indptr,
+    Py_ssize_t d,
+    const long long[::1] y,
+    const double[::1] s,
+    const double[:, ::1] theta,
+    double l2_reg,
+    double[:, ::1] Z,
+    double[:, ::1] grad,
+) noexcept nogil:
+    cdef Py_ssize_t n = indptr.shape[0] - 1, K = theta.shape[0], i, j, k, q
+    cdef double obj = 0.0, lse, zy, w
+
+    for k in range(K):
+        for j in range(d + 1):
+            grad[k, j] = 0.0
+    for i in range(n):
+        for k in range(K):
+            Z[i, k] = theta[k, d]
+        for q in range(indptr[i], indptr[i + 1]):
+            for k in range(K):
+                Z[i, k] += data[q] * theta[k, indices[q]]
+        zy = Z[i, y[i]]
+        w = s[i]
+        _softmax_row(&Z[i, 0], K, &Z[i, 0], &lse)
+        obj += w * (lse - zy)
+        Z[i, y[i]] -= 1.0
+        for k in range(K):
+            Z[i, k] *= w
+            grad[k, d] += Z[i, k]
+        for q in range(indptr[i], indptr[i + 1]):
+            for k in range(K):
+                grad[k, indices[q]] += data[q] * Z[i, k]
+    for k in range(K):
+        for j in range(d):
+            grad[k, j] += l2_reg * theta[k, j]
+            obj += 0.5 * l2_reg * theta[k, j] * theta[k, j]
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# Python entry points: validate shapes once, then run without the GIL.
+# ---------------------------------------------------------------------------
+
+def binary_objgrad_dense(X, y, s, theta, double l2_reg, z_work, grad_out):
+    """Objective F and its gradient (into grad_out) for dense X, binary."""
+    cdef const double[:, ::1] Xv = X
+    cdef const double[::1] yv = y, sv = s, tv = theta
+    cdef double[::1] zv = z_work, gv = grad_out
+    cdef double obj
+    if Xv.shape[0] == 0:
+        raise ValueError("X has no rows")
+    with nogil:
+        obj = _binary_objgrad_dense(Xv, yv, sv, tv, l2_reg, zv, gv)
+    return obj
+
+
+def multinomial_objgrad_dense(X, y, s, theta, double l2_reg, Z_work, grad_out):
+    """Objective F and its gradient (into grad_out) for dense X, softmax."""
+    cdef const double[:, ::1] Xv = X, tv = theta
+    cdef const long long[::1] yv = y
+    cdef const double[::1] sv = s
+    cdef double[:, ::1] Zv = Z_work, gv = grad_out
+    cdef double obj
+    if Xv.shape[0] == 0:
+        raise ValueError("X has no rows")
+    with nogil:
+        obj = _multinomial_objgrad_dense(Xv, yv, sv, tv, l2_reg, Zv, gv)
+    return obj
+
+
+def binary_objgrad_csr(data, indices, indptr, Py_ssize_t d, y, s, theta,
+                       double l2_reg, z_work, grad_out):
+    """Objective F and its gradient for CSR X, binary."""
+    cdef const double[::1] dv = data, yv = y, sv = s, tv = theta
+    cdef const int[::1] iv = indices, pv = indptr
+    cdef double[::1] zv = z_work, gv = grad_out
+    cdef double obj
+    with nogil:
+        obj = _binary_objgrad_csr(dv, iv, pv, d, yv, sv, tv, l2_reg, zv, gv)
+    return obj
+
+
+def multinomial_objgrad_csr(data, indices, indptr, Py_ssize_t d, y, s, theta,
+                            double l2_reg, Z_work, grad_out):
+    """Objective F and its gradient for CSR X, softmax."""
+    cdef const double[::1] dv = data, sv = s
+    cdef const int[::1] iv = indices, pv = indptr
+    cdef const long long[::1] yv = y
+    cdef const double[:, ::1] tv = theta
+    cdef double[:, ::1] Zv = Z_work, gv = grad_out
+    cdef double obj
+    with nogil:
+        obj = _multinomial_objgrad_csr(dv, iv, pv, d, yv, sv, tv, l2_reg, Zv, gv)
+    return obj
+
+
+def logits_dense(X, theta, Z_out):
+    """Z_out (n, K') = X @ theta[:, :d]^T + theta[:, d], through SciPy's BLAS.
+
+    Kept here, rather than left to NumPy's matmul, so that the refit loop uses
+    one BLAS library (and one thread pool) only.
+    """
+    cdef const double[:, ::1] Xv = X, tv = theta
+    cdef double[:, ::1] Zv = Z_out
+    cdef blas_int n = <blas_int> Xv.shape[0], d = <blas_int> Xv.shape[1]
+    cdef blas_int K = <blas_int> tv.shape[0], dp1 = d + 1
+    cdef double alpha = 1.0, beta = 0.0
+    cdef Py_ssize_t i, k
+    if tv.shape[1] != d + 1 or Zv.shape[0] != n or Zv.shape[1] != K:
+        raise ValueError("logits_dense: shapes do not match")
+    if n == 0:
+        return
+    with nogil:
+        dgemm(b"T", b"N", &K, &n, &d, &alpha, <double*> &tv[0, 0], &dp1,
+              <double*> &Xv[0, 0], &d, &beta, &Zv[0, 0], &K)
+        for i in range(n):
+            for k in range(K):
+                Zv[i, k] += tv[k, d]

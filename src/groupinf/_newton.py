@@ -1,0 +1,163 @@
+"""Newton's method with a lazily refreshed Cholesky factor: the driver of
+`_linalg`, shared by `fit` (from a cold start) and `retrain` (warm-started at
+theta_hat with the factor of H - H_U).
+
+Each iteration solves L L^T step = -grad with the current factor and takes
+the longest step 2^-j (j = 0, 1, ...) that satisfies Armijo's condition. The
+factor is kept while it contracts the gradient norm at least fourfold per step
+(then one step costs one gradient pass) and is rebuilt at the current iterate
+otherwise, so the method is Newton's where Newton's is needed and a cheap
+fixed-matrix iteration where the old matrix is good enough.
+
+Stopping is on ||grad F|| <= tol * scale, with scale the sum of the
+gradient's absolute terms: a gradient cannot be evaluated more accurately than
+a few ulps of that, so tol ~ 1e-12 means "at round-off level".
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _linalg
+
+_EPS = np.finfo(np.float64).eps
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit or refit stopped before its gradient norm reached the target."""
+
+
+class SingularHessianError(ValueError):
+    """The (regularised) Hessian is not numerically positive definite."""
+
+
+def factor(H, what="the Hessian"):
+    """Cholesky factor of a symmetric positive-definite matrix, or a clear error."""
+    L = np.array(H, dtype=np.float64, order="C", copy=True)
+    if not np.all(np.isfinite(L)):
+        raise SingularHessianError(f"{what} has non-finite entries")
+    info = _linalg.cholesky(L)
+    if info > 0:
+        raise SingularHessianError(
+            f"{what} is not numerically positive definite (the Cholesky "
+            f"factorisation failed at leading minor {info} of {L.shape[0]}). "
+            f"The problem is too ill-conditioned at this regularisation: "
+            f"increase l2_reg."
+        )
+    if info < 0:  # an argument error inside LAPACK would be our bug
+        raise RuntimeError(f"dpotrf rejected argument {-info}")
+    return L
+
+
+def solve(L, B):
+    """Solve (L L^T) x = b for each row b of B (or a single vector)."""
+    B = np.asarray(B, dtype=np.float64)
+    single = B.ndim == 1
+    X = np.array(B.reshape(1, -1) if single else B, order="C", copy=True)
+    info = _linalg.cho_solve(L, X)
+    if info != 0:
+        raise RuntimeError(f"dpotrs rejected argument {-info}")
+    return X[0] if single else X
+
+
+@dataclass
+class NewtonResult:
+    theta: np.ndarray
+    objective: float
+    grad_norm: float
+    tol_abs: float
+    n_iter: int
+    n_factorizations: int
+    converged: bool
+
+
+def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
+             work=None):
+    """Minimise F(.; s) from theta0 (internal layout).
+
+    Parameters
+    ----------
+    objective : Objective
+    s : ndarray of shape (n_samples,)
+        Per-example weights.
+    theta0 : ndarray of shape (p,)
+        Starting point.
+    tol_abs : float
+        Stop when ||grad F|| <= tol_abs.
+    max_iter : int
+        Newton steps (accepted or not) before giving up.
+    hessian_factor : ndarray of shape (p, p), optional
+        A Cholesky factor of an approximation to the Hessian at theta0;
+        without it the first step assembles and factors the exact one.
+    work : ndarray, optional
+        A gradient work buffer from ``objective.workspace()``.
+    """
+    work = objective.workspace() if work is None else work
+    theta = objective.centre(np.array(theta0, dtype=np.float64))
+    f, g = objective.objgrad(theta, s, work)
+    gn = float(np.linalg.norm(g))
+    L, fresh = hessian_factor, False
+    n_iter = n_fact = 0
+
+    while gn > tol_abs and n_iter < max_iter:
+        n_iter += 1
+        if L is None:
+            L, fresh = factor(hessian_at(objective, theta, s)), True
+            n_fact += 1
+
+        # 1. Direction from the current factor, kept off the flat direction.
+        step = objective.centre(-solve(L, g))
+        slope = float(g @ step)
+
+        # 2. Backtracking. Near the optimum the change of F drowns in the
+        #    rounding of its n-term sum (~ sqrt(n) eps |F|); there the
+        #    gradient norm decides instead.
+        noise = 8.0 * np.sqrt(objective.n_samples) * _EPS * max(1.0, abs(f))
+        accepted, t = False, 1.0
+        for _ in range(60):
+            trial = theta + t * step
+            f_new, g_new = objective.objgrad(trial, s, work)
+            gn_new = float(np.linalg.norm(g_new))
+            if np.isfinite(f_new) and (
+                f_new <= f + 1e-4 * t * slope
+                or (f_new - f <= noise and gn_new < gn)
+            ):
+                accepted = True
+                break
+            if not fresh:
+                break
+            t *= 0.5
+        if not accepted:
+            if fresh:
+                break  # no progress even with the exact Hessian: a floor
+            L = None
+            continue
+
+        # 3. Keep the factor only while it contracts the gradient well.
+        ratio = gn_new / gn if gn > 0 else 0.0
+        theta, f, g, gn = objective.centre(trial), f_new, g_new, gn_new
+        if ratio > 0.25:
+            L = None
+        fresh = False
+
+    return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, gn <= tol_abs)
+
+
+def hessian_at(objective, theta, s):
+    """Regularised Hessian of F(.; s) at theta, assembled over rows with s > 0."""
+    _, _, curv = objective.pointwise(theta)
+    rows = np.flatnonzero(s > 0)
+    H = objective.loss_hessian(curv, rows, s[rows])
+    return objective.regularised(H)
+
+
+def warn_not_converged(what, result, remedy):
+    warnings.warn(
+        f"{what} did not converge: ||grad F|| = {result.grad_norm:.3e} after "
+        f"{result.n_iter} Newton steps, target {result.tol_abs:.3e}. {remedy}",
+        ConvergenceWarning,
+        stacklevel=3,
+    )

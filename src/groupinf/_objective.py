@@ -1,0 +1,265 @@
+"""The logistic objective on one training set: the Python driver of `_loss`
+and `_hessian`.
+
+Objective (a sum, per-example weights s, lam = l2_reg)::
+
+    F(theta; s) = sum_i s_i * l(y_i, x_i; theta) + lam/2 * ||coef||_F^2
+
+Internally theta is a C-ordered ``(K', d + 1)`` matrix whose row ``k`` is
+``[coef_k, intercept_k]`` (``K' = 1`` for binary problems), flattened to
+``p = K' (d + 1)`` numbers. :func:`to_public` and :func:`from_public` convert
+to and from the public flattening of the design contract,
+``[coef (K' x d, row-major), intercept (K')]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _hessian, _loss
+
+
+class Objective:
+    """Loss, gradient and Hessian of one (X, y) with a fixed l2_reg.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features) or CSR matrix
+        Validated design matrix (float64, C-contiguous or canonical CSR).
+    y : ndarray of shape (n_samples,)
+        Encoded labels: float 0/1 for binary, int64 class codes otherwise.
+    n_classes : int
+        Number of classes (2 means binary, one logit per example).
+    l2_reg : float
+        Strength of the penalty on coef (the intercept is not penalised).
+    """
+
+    def __init__(self, X, y, n_classes, l2_reg):
+        self.X = X
+        self.sparse = sp.issparse(X)
+        self.n_samples, self.n_features = X.shape
+        self.n_classes = int(n_classes)
+        self.binary = self.n_classes == 2
+        self.n_logits = 1 if self.binary else self.n_classes
+        self.n_params = self.n_logits * (self.n_features + 1)
+        self.l2_reg = float(l2_reg)
+        self.y = y
+        # The penalty's diagonal in the internal layout: lam on coef, 0 on
+        # the intercepts.
+        reg = np.full((self.n_logits, self.n_features + 1), self.l2_reg)
+        reg[:, -1] = 0.0
+        self.reg_diag = reg.ravel()
+        self._flat = None if self.binary else _flat_direction(self)
+
+    # -- objective and gradient ----------------------------------------------
+
+    def workspace(self):
+        """A work buffer for :meth:`objgrad` (one per thread)."""
+        if self.binary:
+            return np.empty(self.n_samples)
+        return np.empty((self.n_samples, self.n_logits))
+
+    def objgrad(self, theta, s, work=None):
+        """F(theta; s) and its gradient, both in the internal layout."""
+        work = self.workspace() if work is None else work
+        grad = np.empty((self.n_logits, self.n_features + 1))
+        theta = np.ascontiguousarray(theta).reshape(grad.shape)
+        if self.binary:
+            args = (self.y, s, theta[0], self.l2_reg, work, grad[0])
+            if self.sparse:
+                X = self.X
+                obj = _loss.binary_objgrad_csr(
+                    X.data, X.indices, X.indptr, self.n_features, *args
+                )
+            else:
+                obj = _loss.binary_objgrad_dense(self.X, *args)
+        else:
+            args = (self.y, s, theta, self.l2_reg, work, grad)
+            if self.sparse:
+                X = self.X
+                obj = _loss.multinomial_objgrad_csr(
+                    X.data, X.indices, X.indptr, self.n_features, *args
+                )
+            else:
+                obj = _loss.multinomial_objgrad_dense(self.X, *args)
+        return obj, grad.ravel()
+
+    def abs_col_sums(self, s):
+        """sum_i s_i |x_ij| per feature, shape (d,)."""
+        return np.asarray(abs(self.X).T @ s).ravel()
+
+    def grad_scale(self, s, col=None):
+        """An upper bound on sum_i s_i |grad l_i| (its 2-norm).
+
+        Every |dl/dz| is at most 1, so the gradient's terms are bounded by
+        |x_ij| per coordinate: the gradient norm cannot be computed more
+        accurately than a few ulps of this number. ``col`` may carry
+        :meth:`abs_col_sums` of ``s`` when the caller has it.
+        """
+        col = self.abs_col_sums(s) if col is None else col
+        per_logit = float(np.sqrt(np.dot(col, col) + float(np.sum(s)) ** 2))
+        return per_logit * np.sqrt(self.n_logits)
+
+    # -- per-example quantities ------------------------------------------------
+
+    def logits(self, theta, X=None):
+        """z = X coef^T + intercept, shape (n,) binary or (n, K) softmax."""
+        X = self.X if X is None else X
+        th = np.ascontiguousarray(theta, dtype=np.float64).reshape(
+            self.n_logits, self.n_features + 1
+        )
+        if sp.issparse(X):
+            Z = np.asarray(X @ th[:, :-1].T) + th[:, -1]
+        else:
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            Z = np.empty((X.shape[0], self.n_logits))
+            _loss.logits_dense(X, th, Z)
+        return Z[:, 0] if self.binary else Z
+
+    def pointwise(self, theta, X=None, y=None):
+        """Per-example loss, dl/dz and curvature (binary) or probabilities.
+
+        Returns (loss, dloss, curv): binary dloss = sigma(z) - y and curv =
+        sigma(z)(1 - sigma(z)), shape (n,); softmax dloss = p - onehot(y) and
+        curv = p, shape (n, K).
+        """
+        y = self.y if y is None else y
+        Z = np.ascontiguousarray(self.logits(theta, X), dtype=np.float64)
+        n = Z.shape[0]
+        loss = np.empty(n)
+        if self.binary:
+            dloss, curv = np.empty(n), np.empty(n)
+            _loss.binary_pointwise(Z, y, loss, dloss, curv)
+            return loss, dloss, curv
+        prob = np.empty_like(Z)
+        _loss.multinomial_pointwise(Z, y, loss, prob)
+        dloss = prob.copy()
+        dloss[np.arange(n), y] -= 1.0
+        return loss, dloss, prob
+
+    def weighted_rows_gradient(self, dloss, C, X=None):
+        """Rows sum_i C[g, i] * grad l_i for a (G, n) matrix C, shape (G, p).
+
+        ``dloss`` is the per-example derivative with respect to the logits.
+        The cost is one sparse-times-dense product per logit, never a loop
+        over groups.
+        """
+        X = self.X if X is None else X
+        C = sp.csr_matrix(C)
+        G = C.shape[0]
+        out = np.empty((G, self.n_logits, self.n_features + 1))
+        dl = dloss.reshape(dloss.shape[0], -1)
+        for k in range(self.n_logits):
+            Ck = C @ sp.diags(dl[:, k]) if C.nnz else C
+            out[:, k, :-1] = np.asarray(Ck @ X) if C.nnz else 0.0
+            out[:, k, -1] = np.asarray(Ck.sum(axis=1)).ravel()
+        return out.reshape(G, -1)
+
+    def point_gradients(self, dloss, X):
+        """Per-example loss gradients as rows, shape (n_points, p)."""
+        dl = dloss.reshape(dloss.shape[0], -1)
+        Xd = X.toarray() if sp.issparse(X) else X
+        out = np.empty((Xd.shape[0], self.n_logits, self.n_features + 1))
+        out[:, :, :-1] = dl[:, :, None] * Xd[:, None, :]
+        out[:, :, -1] = dl
+        return out.reshape(Xd.shape[0], -1)
+
+    # -- Hessians --------------------------------------------------------------
+
+    def loss_hessian(self, curv, rows, coef):
+        """sum_{r} coef[r] * Hessian of l_{rows[r]}, internal layout (p, p).
+
+        ``curv`` is the per-example curvature from :meth:`pointwise` (binary)
+        or the class probabilities (softmax), for every training row.
+        """
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        H = np.empty((self.n_params, self.n_params))
+        if self.sparse:
+            return _sparse_hessian(self, curv, rows, coef)
+        if self.binary:
+            _hessian.binary_hessian(self.X, rows, coef * curv[rows], H)
+        else:
+            _hessian.multinomial_hessian(self.X, rows, coef, curv, H)
+        return H
+
+    def regularised(self, H_loss, scale=None):
+        """H_loss + the penalty, plus (softmax) a term on the flat direction.
+
+        With unpenalised intercepts the softmax objective is flat along
+        "add c to every intercept" (direction v). Adding c v v^T makes the
+        matrix positive definite without changing any solve whose right-hand
+        side is orthogonal to v, which every gradient is.
+        """
+        H = H_loss.copy()
+        H[np.diag_indices_from(H)] += self.reg_diag
+        if self._flat is not None:
+            v = self._flat
+            idx = np.flatnonzero(v)
+            c = scale if scale is not None else _intercept_curvature(H, idx)
+            H[np.ix_(idx, idx)] += c * np.outer(v[idx], v[idx])
+        return H
+
+    def centre(self, theta):
+        """Project out the flat direction (softmax); a no-op for binary."""
+        if self._flat is None:
+            return theta
+        th = np.array(theta, dtype=np.float64).reshape(-1, self.n_logits,
+                                                       self.n_features + 1)
+        th[:, :, -1] -= th[:, :, -1].mean(axis=1, keepdims=True)
+        return th.reshape(np.shape(theta))
+
+
+def _flat_direction(obj):
+    v = np.zeros((obj.n_logits, obj.n_features + 1))
+    v[:, -1] = 1.0 / np.sqrt(obj.n_logits)
+    return v.ravel()
+
+
+def _intercept_curvature(H, idx):
+    # The curvature scale along the intercepts: their mean diagonal entry,
+    # floored so a saturated model still gets a usable positive number.
+    c = float(np.mean(np.diag(H)[idx]))
+    return c if c > 0 else 1.0
+
+
+def _sparse_hessian(obj, curv, rows, coef):
+    X = obj.X[rows]
+    n_rows = X.shape[0]
+    Xt = sp.hstack([X, np.ones((n_rows, 1))], format="csr")
+    p1 = obj.n_features + 1
+    if obj.binary:
+        D = sp.diags(coef * curv[rows])
+        return np.asarray((Xt.T @ D @ Xt).toarray())
+    P = curv[rows]
+    K = obj.n_logits
+    H = np.empty((obj.n_params, obj.n_params))
+    for k in range(K):
+        for m in range(k, K):
+            w = coef * (P[:, k] * (k == m) - P[:, k] * P[:, m])
+            B = (Xt.T @ sp.diags(w) @ Xt).toarray()
+            H[k * p1:(k + 1) * p1, m * p1:(m + 1) * p1] = B
+            H[m * p1:(m + 1) * p1, k * p1:(k + 1) * p1] = B.T
+    return H
+
+
+def public_permutation(n_logits, n_features):
+    """perm with public[j] = internal[perm[j]] (see the module docstring)."""
+    d1 = n_features + 1
+    grid = np.arange(n_logits * d1).reshape(n_logits, d1)
+    return np.concatenate([grid[:, :-1].ravel(), grid[:, -1]])
+
+
+def to_public(theta_internal, n_logits, n_features):
+    """Internal (..., p) rows to the public flattening."""
+    perm = public_permutation(n_logits, n_features)
+    return np.asarray(theta_internal)[..., perm]
+
+
+def from_public(theta_public, n_logits, n_features):
+    """Public flattening (..., p) back to the internal layout."""
+    perm = public_permutation(n_logits, n_features)
+    out = np.empty_like(np.asarray(theta_public, dtype=np.float64))
+    out[..., perm] = theta_public
+    return out
