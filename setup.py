@@ -8,7 +8,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["_loss", "_hessian", "_linalg"]
+KERNELS = ["_loss", "_hessian", "_linalg", "_groupsum"]
 
 extensions = [
     Extension(

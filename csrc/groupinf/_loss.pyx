@@ -342,3 +342,82 @@ def logits_dense(X, theta, Z_out):
         for i in range(n):
             for k in range(K):
                 Zv[i, k] += tv[k, d]
+
+
+# ---------------------------------------------------------------------------
+# Many refits at once (binary, dense X): B parameter vectors, one weight
+# vector each, share every pass over X. The B weight vectors are the base
+# weights s with group b's rows scaled by (1 - frac): a CSR (B, n) matrix of
+# removal fractions carries the difference, so no (n, B) weight matrix exists.
+# ---------------------------------------------------------------------------
+
+cdef void _binary_objgrad_batch(
+    const double[:, ::1] X,
+    const double[::1] y,
+    const double[::1] s,
+    const double[:, ::1] theta,
+    const int[::1] rm_indptr,
+    const int[::1] rm_indices,
+    const double[::1] rm_frac,
+    double l2_reg,
+    double[:, ::1] Z,
+    double[:, ::1] grad,
+    double[::1] obj,
+) noexcept nogil:
+    # IN: X (n, d), theta (B, d + 1); WORK: Z (n, B); OUT: grad (B, d+1), obj (B).
+    cdef blas_int n = <blas_int> X.shape[0], d = <blas_int> X.shape[1]
+    cdef blas_int B = <blas_int> theta.shape[0], dp1 = d + 1
+    cdef double alpha = 1.0, beta = 0.0, z, w
+    cdef Py_ssize_t i, j, b, q
+
+    # 1. Z = X @ coef^T + intercept: (n, B) in C order, one GEMM for all B.
+    dgemm(b"T", b"N", &B, &n, &d, &alpha, <double*> &theta[0, 0], &dp1,
+          <double*> &X[0, 0], &d, &beta, &Z[0, 0], &B)
+
+    # 2. The removed rows' share of the loss, while Z still holds logits.
+    for b in range(B):
+        obj[b] = 0.0
+        grad[b, d] = 0.0
+        for q in range(rm_indptr[b], rm_indptr[b + 1]):
+            i = rm_indices[q]
+            z = Z[i, b] + theta[b, d]
+            obj[b] -= rm_frac[q] * s[i] * (_softplus(z) - y[i] * z)
+
+    # 3. Full-weight loss and residuals s_i (sigma(z) - y_i), in place.
+    for i in range(n):
+        for b in range(B):
+            z = Z[i, b] + theta[b, d]
+            w = s[i]
+            obj[b] += w * (_softplus(z) - y[i] * z)
+            Z[i, b] = w * (_sigmoid(z) - y[i])
+
+    # 4. Scale the removed rows' residuals by (1 - frac).
+    for b in range(B):
+        for q in range(rm_indptr[b], rm_indptr[b + 1]):
+            Z[rm_indices[q], b] *= 1.0 - rm_frac[q]
+    for i in range(n):
+        for b in range(B):
+            grad[b, d] += Z[i, b]
+
+    # 5. grad_coef (B, d) = R^T X, one GEMM; then the penalty.
+    dgemm(b"N", b"T", &d, &B, &n, &alpha, <double*> &X[0, 0], &d,
+          &Z[0, 0], &B, &beta, &grad[0, 0], &dp1)
+    for b in range(B):
+        for j in range(d):
+            grad[b, j] += l2_reg * theta[b, j]
+            obj[b] += 0.5 * l2_reg * theta[b, j] * theta[b, j]
+
+
+def binary_objgrad_batch(X, y, s, theta, rm_indptr, rm_indices, rm_frac,
+                         double l2_reg, Z_work, grad_out, obj_out):
+    """Objectives and gradients of B reweighted binary problems at once."""
+    cdef const double[:, ::1] Xv = X, tv = theta
+    cdef const double[::1] yv = y, sv = s, fv = rm_frac
+    cdef const int[::1] pv = rm_indptr, iv = rm_indices
+    cdef double[:, ::1] Zv = Z_work, gv = grad_out
+    cdef double[::1] ov = obj_out
+    if (tv.shape[0] == 0 or Zv.shape[1] != tv.shape[0]
+            or pv.shape[0] != tv.shape[0] + 1 or Zv.shape[0] != Xv.shape[0]):
+        raise ValueError("binary_objgrad_batch: shapes do not match")
+    with nogil:
+        _binary_objgrad_batch(Xv, yv, sv, tv, pv, iv, fv, l2_reg, Zv, gv, ov)

@@ -131,7 +131,8 @@ class LogisticModel:
 
     def _encode(self, X, y, x_name="X", y_name="y"):
         X = self._check_X(X, x_name)
-        y = _validation.check_labels(y, y_name, n_samples=X.shape[0])
+        y = _validation.check_labels(y, y_name, n_samples=X.shape[0],
+                                     x_name=x_name)
         codes = _validation.encode_labels(y, self.classes_, y_name)
         if self._objective.binary:
             return X, codes.astype(np.float64)

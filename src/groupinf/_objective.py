@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from . import _hessian, _loss
+from . import _groupsum, _hessian, _loss
 
 
 class Objective:
@@ -138,23 +138,65 @@ class Objective:
         dloss[np.arange(n), y] -= 1.0
         return loss, dloss, prob
 
-    def weighted_rows_gradient(self, dloss, C, X=None):
-        """Rows sum_i C[g, i] * grad l_i for a (G, n) matrix C, shape (G, p).
+    def weighted_rows_gradient(self, dloss, C):
+        """Rows sum_i C[g, i] * grad l_i for a (G, n) CSR matrix C, (G, p).
 
         ``dloss`` is the per-example derivative with respect to the logits.
-        The cost is one sparse-times-dense product per logit, never a loop
-        over groups.
         """
-        X = self.X if X is None else X
-        C = sp.csr_matrix(C)
+        dl = dloss.reshape(dloss.shape[0], -1)
+        return self.entry_sums(C, C.data[:, None] * dl[C.indices])
+
+    def entry_sums(self, C, values):
+        """Rows sum_q values[q] (x) xt_{i_q} over the stored entries of C.
+
+        ``values`` has one row of K' numbers per stored entry q = (g, i) of
+        the CSR matrix C; the result is (G, p) in the internal layout. One
+        sparse-times-dense product per logit, never a loop over groups.
+        """
         G = C.shape[0]
         out = np.empty((G, self.n_logits, self.n_features + 1))
-        dl = dloss.reshape(dloss.shape[0], -1)
+        values = np.asarray(values).reshape(C.nnz, self.n_logits)
         for k in range(self.n_logits):
-            Ck = C @ sp.diags(dl[:, k]) if C.nnz else C
-            out[:, k, :-1] = np.asarray(Ck @ X) if C.nnz else 0.0
-            out[:, k, -1] = np.asarray(Ck.sum(axis=1)).ravel()
+            V = sp.csr_matrix((values[:, k], C.indices, C.indptr), shape=C.shape)
+            prod = V @ self.X if V.nnz else 0.0
+            out[:, k, :-1] = prod.toarray() if sp.issparse(prod) else prod
+            out[:, k, -1] = np.asarray(V.sum(axis=1)).ravel()
         return out.reshape(G, -1)
+
+    def group_dots(self, C, U):
+        """xt_i . u_g (per logit) for every stored entry (g, i) of C.
+
+        ``U`` is (G, p) internal layout; returns (nnz, K').
+        """
+        U = np.ascontiguousarray(U, dtype=np.float64).reshape(
+            C.shape[0], self.n_logits, self.n_features + 1)
+        indptr = C.indptr.astype(np.int64)
+        indices = C.indices.astype(np.int64)
+        out = np.empty((C.nnz, self.n_logits))
+        G = C.shape[0]
+        if self.sparse:
+            X = self.X
+            _groupsum.rows_dot_csr(indptr, indices, X.data, X.indices,
+                                   X.indptr, U, out, 0, G)
+        else:
+            _groupsum.rows_dot_dense(indptr, indices, self.X, U, out, 0, G)
+        return out
+
+    def group_hessian_vec(self, W, curv, U):
+        """H_U u_g for every group at once, (G, p) internal layout.
+
+        ``W`` is the (G, n) CSR matrix of removed weights, ``curv`` the
+        per-example curvature (binary) or probabilities (softmax) at the fit,
+        ``U`` the (G, p) directions. Cost: two passes over the groups' rows.
+        """
+        Z = self.group_dots(W, U)
+        w = W.data[:, None]
+        if self.binary:
+            vals = w * curv[W.indices][:, None] * Z
+        else:
+            P = curv[W.indices]
+            vals = w * (P * Z - P * np.sum(P * Z, axis=1, keepdims=True))
+        return self.entry_sums(W, vals)
 
     def point_gradients(self, dloss, X):
         """Per-example loss gradients as rows, shape (n_points, p)."""

@@ -28,6 +28,13 @@ class GroupEffects:
         Change of each test point's margin y~ z (binary models only).
     group_weight : ndarray of shape (n_groups,)
         Total training weight each group removes.
+    self_margin : ndarray of shape (n_groups,) or None
+        Change of the group's summed (weighted) margins (binary models).
+    param_norm_h : ndarray of shape (n_groups,) or None
+        ||d_theta||_H = sqrt(d_theta^T H d_theta), H at the fit.
+    leverage_max : ndarray of shape (n_groups,) or None
+        Largest eigenvalue of H^-1/2 H_U H^-1/2 (the group's block of the hat
+        matrix): first-order self-loss >= (1 - leverage_max) * Newton's.
     grad_norm, n_iter, converged : ndarray of shape (n_groups,) or None
         Refit certificates (``retrain`` only): the final ||grad F|| of each
         refit, its Newton steps, and whether it reached its target.
@@ -41,6 +48,9 @@ class GroupEffects:
     test_loss: np.ndarray | None
     test_margin: np.ndarray | None
     group_weight: np.ndarray
+    self_margin: np.ndarray | None = None
+    param_norm_h: np.ndarray | None = None
+    leverage_max: np.ndarray | None = None
     grad_norm: np.ndarray | None = None
     grad_tol: np.ndarray | None = None
     n_iter: np.ndarray | None = None
@@ -66,6 +76,9 @@ class GroupEffects:
             ) from exc
         cols = {"group_weight": self.group_weight, "self_loss": self.self_loss,
                 "param_norm": self.param_norm}
+        for name in ("self_margin", "param_norm_h", "leverage_max"):
+            if getattr(self, name) is not None:
+                cols[name] = getattr(self, name)
         for name in ("test_loss", "test_margin"):
             arr = getattr(self, name)
             if arr is not None:

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _newton, _validation
+from . import _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
@@ -59,6 +59,7 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
         ``converged == False`` and their numbers should not be used.
     """
     t0 = time.perf_counter()
+    _check_model(model)
     tol = model._tol if tol is None else _validation.check_tol(tol)
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
     n_jobs = _check_n_jobs(n_jobs)
@@ -72,7 +73,17 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
 
     bar = Progress(G, "retrain", enabled=progress)
     results = [None] * G
-    if n_jobs == 1 or G == 1:
+    if obj.binary and not obj.sparse:
+        # Binary dense data: refits advance together, sharing each pass
+        # over X as one GEMM (see _refit_batch); stragglers finish alone.
+        size = _batch_size(obj.n_samples)
+        for lo in range(0, G, size):
+            ids = np.arange(lo, min(G, lo + size))
+            for g, res in zip(ids, _refit_batch(model, ctx, ids, tol, max_iter,
+                                                col_full, n_jobs)):
+                results[g] = res
+            bar.update(len(ids))
+    elif n_jobs == 1 or G == 1:
         for g in range(G):
             results[g] = one(g)
             bar.update()
@@ -82,7 +93,7 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
                 results[g] = res
                 bar.update()
 
-    out = _collect(results, ctx, obj)
+    out = _collect(results, ctx, obj, model)
     out.timings = {"total": time.perf_counter() - t0}
     n_bad = int(np.sum(~out.converged))
     if n_bad:
@@ -98,46 +109,175 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     return out
 
 
+def _check_model(model):
+    from ._model import LogisticModel
+
+    if not isinstance(model, LogisticModel):
+        raise TypeError(
+            f"model must be a LogisticModel from groupinf.fit, got "
+            f"{type(model).__name__}"
+        )
+
+
 def _check_n_jobs(n_jobs):
     if n_jobs is None:
         return max(1, os.cpu_count() or 1)
     return _validation.check_positive_int(n_jobs, "n_jobs")
 
 
-def _refit_group(model, ctx, g, tol, max_iter, col_full):
-    """Refit without group g; returns (theta, self_loss, certificate...)."""
+def _setup_group(model, ctx, g, tol, col_full):
+    """Weights without group g, its refit target and the factor of H - H_U."""
     obj = ctx.objective
     idx, frac = group_rows(ctx.C, g)
-    theta_hat = ctx.theta
-    if idx.size == 0:
-        return (theta_hat, 0.0, model.grad_norm_, 0, model.grad_tol_,
-                model.converged_)
-
-    # 1. Weights without the group and the refit target for them.
     s_g = ctx.s.copy()
     s_g[idx] *= 1.0 - frac
     removed = ctx.s[idx] * frac
     col = col_full - np.asarray(abs(obj.X[idx]).T @ removed).ravel()
     tol_abs = tol * obj.grad_scale(s_g, col)
 
-    # 2. First Newton matrix H - H_U, from the group's rows only. If removing
-    #    the group leaves it indefinite in floating point, start exactly.
+    # H - H_U needs only the group's rows. If removing the group leaves it
+    # indefinite in floating point, the refit starts with the exact Hessian.
     H_U = obj.loss_hessian(ctx.curv, idx, removed)
     try:
         L = _newton.factor(model._hessian_reg - H_U)
     except _newton.SingularHessianError:
         L = None
-    res = _newton.minimize(obj, s_g, theta_hat, tol_abs=tol_abs,
-                           max_iter=max_iter, hessian_factor=L)
-
-    # 3. The group's own weighted loss, after minus before, on its rows.
-    new_loss = obj.pointwise(res.theta, obj.X[idx], obj.y[idx])[0]
-    self_loss = float(removed @ (new_loss - ctx.loss[idx]))
-    return (res.theta, self_loss, res.grad_norm, res.n_iter, tol_abs,
-            res.converged)
+    return idx, removed, s_g, tol_abs, L
 
 
-def _collect(results, ctx, obj):
+def _self_loss(ctx, idx, removed, theta):
+    # The group's own weighted loss, after minus before, on its rows only.
+    obj = ctx.objective
+    new_loss = obj.pointwise(theta, obj.X[idx], obj.y[idx])[0]
+    return float(removed @ (new_loss - ctx.loss[idx]))
+
+
+def _empty_result(model, ctx):
+    return (ctx.theta, 0.0, model.grad_norm_, 0, model.grad_tol_,
+            model.converged_)
+
+
+def _refit_group(model, ctx, g, tol, max_iter, col_full, theta0=None,
+                 n_done=0, setup=None):
+    """Refit without group g by `_newton.minimize`; returns its result tuple."""
+    if ctx.C.indptr[g] == ctx.C.indptr[g + 1]:
+        return _empty_result(model, ctx)
+    idx, removed, s_g, tol_abs, L = setup or _setup_group(model, ctx, g, tol,
+                                                          col_full)
+    if theta0 is None:
+        theta0 = ctx.theta
+    else:
+        L = None  # a straggler from the batch: restart with the exact Hessian
+    res = _newton.minimize(ctx.objective, s_g, theta0, tol_abs=tol_abs,
+                           max_iter=max(1, max_iter - n_done), hessian_factor=L)
+    return (res.theta, _self_loss(ctx, idx, removed, res.theta), res.grad_norm,
+            n_done + res.n_iter, tol_abs, res.converged)
+
+
+def _batch_size(n_samples):
+    # The (n, B) logit buffer stays near 32 MB; 64 columns make GEMM efficient.
+    return int(max(1, min(64, 4_000_000 // max(1, n_samples))))
+
+
+def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
+    """Refit the groups ``ids`` together with their fixed factors of H - H_U.
+
+    Every iteration is one batched objective/gradient evaluation of all
+    active trial points (two GEMMs over X). A group leaves the batch when it
+    is certified, and is finished alone by `_refit_group` (exact Hessians)
+    when its step is rejected or its gradient contracts less than fourfold.
+    """
+    obj = ctx.objective
+    out = [None] * len(ids)
+    setups = {}
+    for j, g in enumerate(ids):
+        if ctx.C.indptr[g] == ctx.C.indptr[g + 1]:
+            out[j] = _empty_result(model, ctx)
+        else:
+            setups[j] = _setup_group(model, ctx, g, tol, col_full)
+    active = [j for j in setups if setups[j][4] is not None]
+    stragglers = [(j, None, 0) for j in setups if setups[j][4] is None]
+
+    theta = {j: ctx.theta.copy() for j in active}
+    f, grad = _batch_objgrad(ctx, ids, active, theta)
+    noise_n = 8.0 * np.sqrt(obj.n_samples) * _newton._EPS
+    n_iter = dict.fromkeys(active, 0)
+    while active:
+        # 1. Certified groups leave; the rest take one step each.
+        still = []
+        for j in active:
+            gn = float(np.linalg.norm(grad[j]))
+            if gn <= setups[j][3]:
+                out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], True)
+            elif n_iter[j] >= max_iter:
+                out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], False)
+            else:
+                still.append(j)
+        if not still:
+            break
+        trial = {}
+        for j in still:
+            step = -_newton.solve(setups[j][4], grad[j])
+            trial[j] = theta[j] + step
+        f_t, g_t = _batch_objgrad(ctx, ids, still, trial)
+
+        # 2. Accept (Armijo, or gradient decrease within round-off of F);
+        #    reject or slow contraction sends the group to the exact path.
+        active = []
+        for j in still:
+            n_iter[j] += 1
+            gn, gn_t = np.linalg.norm(grad[j]), np.linalg.norm(g_t[j])
+            slope = float(grad[j] @ (trial[j] - theta[j]))
+            ok = np.isfinite(f_t[j]) and (
+                f_t[j] <= f[j] + 1e-4 * slope
+                or (f_t[j] - f[j] <= noise_n * max(1.0, abs(f[j])) and gn_t < gn)
+            )
+            if ok:
+                theta[j], f[j], grad[j] = trial[j], f_t[j], g_t[j]
+            if ok and (gn_t <= setups[j][3] or gn_t <= 0.25 * gn):
+                active.append(j)
+            else:
+                stragglers.append((j, theta[j], n_iter[j]))
+
+    def finish_alone(item):
+        j, theta0, done = item
+        return j, _refit_group(model, ctx, ids[j], tol, max_iter, col_full,
+                               theta0=theta0, n_done=done, setup=setups[j])
+
+    if stragglers:
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            for j, res in pool.map(finish_alone, stragglers):
+                out[j] = res
+    return out
+
+
+def _finish(ctx, setup, theta, gn, n_iter, converged):
+    idx, removed, _, tol_abs, _ = setup
+    return (theta, _self_loss(ctx, idx, removed, theta), gn, n_iter, tol_abs,
+            converged)
+
+
+def _batch_objgrad(ctx, ids, members, theta):
+    """F and grad F for the groups ``ids[members]`` at ``theta[member]``."""
+    obj = ctx.objective
+    if not members:
+        return {}, {}
+    sub = ctx.C[ids[members]]
+    Th = np.ascontiguousarray([theta[j] for j in members])
+    B = len(members)
+    Z = np.empty((obj.n_samples, B))
+    G = np.empty((B, obj.n_features + 1))
+    F = np.empty(B)
+    _loss.binary_objgrad_batch(
+        obj.X, obj.y, ctx.s, Th, sub.indptr.astype(np.int32),
+        sub.indices.astype(np.int32), np.ascontiguousarray(sub.data),
+        obj.l2_reg, Z, G, F,
+    )
+    return ({j: float(F[k]) for k, j in enumerate(members)},
+            {j: G[k] for k, j in enumerate(members)})
+
+
+def _collect(results, ctx, obj, model):
     G = len(results)
     thetas = np.array([r[0] for r in results])
     dtheta = obj.centre(thetas - ctx.theta[None, :])
@@ -154,9 +294,22 @@ def _collect(results, ctx, obj):
             z_hat = obj.logits(ctx.theta, ctx.X_test)
             test_margin = sign[None, :] * (z_new - z_hat[None, :])
 
+    self_margin = None
+    if obj.binary:
+        sign = 2 * obj.y - 1
+        z_new = obj.group_dots(ctx.W, thetas)[:, 0]
+        z_old = obj.logits(ctx.theta)[ctx.W.indices]
+        per_entry = ctx.W.data * sign[ctx.W.indices] * (z_new - z_old)
+        self_margin = np.bincount(
+            np.repeat(np.arange(G), np.diff(ctx.W.indptr)), weights=per_entry,
+            minlength=G)
+
     return GroupEffects(
         method="retrain",
         params=to_public(dtheta, obj.n_logits, obj.n_features),
+        self_margin=self_margin,
+        param_norm_h=np.sqrt(np.maximum(0.0, np.einsum(
+            "gp,gp->g", dtheta, dtheta @ model._hessian_reg))),
         self_loss=np.array([r[1] for r in results]),
         test_loss=test_loss,
         test_margin=test_margin,

@@ -51,7 +51,7 @@ def check_X(X, name="X", n_features=None):
     return X
 
 
-def check_labels(y, name="y", n_samples=None):
+def check_labels(y, name="y", n_samples=None, x_name="X"):
     """Return y as a 1-D array (any dtype with an ordering), checked."""
     if y is None:
         raise TypeError(f"{name} is required, got None")
@@ -70,8 +70,16 @@ def check_labels(y, name="y", n_samples=None):
         raise TypeError(f"{name} has unsupported dtype {y.dtype}")
     if n_samples is not None and y.shape[0] != n_samples:
         raise ValueError(
-            f"{name} has {y.shape[0]} labels but X has {n_samples} rows"
+            f"{name} has {y.shape[0]} labels but {x_name} has {n_samples} rows"
         )
+    if y.dtype.kind == "O":
+        try:
+            np.unique(y)
+        except TypeError as exc:
+            raise TypeError(
+                f"{name} mixes label types that cannot be ordered ({exc}); use "
+                f"labels of one type"
+            ) from None
     return y
 
 

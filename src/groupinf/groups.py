@@ -42,19 +42,36 @@ def as_matrix(groups, n_samples):
             "groups must be a list of index arrays or boolean masks, or a "
             "sparse (n_groups, n_samples) matrix"
         )
-    rows, cols = [], []
-    for g, group in enumerate(groups):
-        idx = _group_indices(group, g, n_samples)
-        rows.append(np.full(idx.size, g, dtype=np.int64))
-        cols.append(idx)
-    n_groups = len(rows)
-    if n_groups == 0:
+    parts = [_group_indices(group, g, n_samples) for g, group in
+             enumerate(groups)]
+    if not parts:
         raise ValueError("groups is empty: pass at least one group")
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    M = sp.csr_matrix((np.ones(r.size), (r, c)), shape=(n_groups, n_samples))
+    indptr = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([p.size for p in parts], out=indptr[1:])
+    indices = np.concatenate(parts) if indptr[-1] else np.empty(0, np.int64)
+    M = sp.csr_matrix((np.ones(indices.size), indices, indptr),
+                      shape=(len(parts), n_samples))
     M.sort_indices()
+    _check_unique(M)
     return M
+
+
+def _check_unique(M):
+    # After sorting each row, a repeated index is two equal neighbours that
+    # belong to the same row.
+    same = np.diff(M.indices) == 0
+    if not same.any():
+        return
+    starts = np.zeros(M.indices.size, dtype=bool)
+    starts[M.indptr[:-1][M.indptr[:-1] < M.indices.size]] = True
+    dup = np.flatnonzero(same & ~starts[1:])
+    if dup.size:
+        q = int(dup[0])
+        g = int(np.searchsorted(M.indptr, q, side="right") - 1)
+        raise ValueError(
+            f"groups[{g}] lists index {int(M.indices[q])} more than once; "
+            f"each index may appear once per group"
+        )
 
 
 def _group_indices(group, g, n_samples):
@@ -73,26 +90,19 @@ def _group_indices(group, g, n_samples):
             f"groups[{g}] must be a 1-D array of integer indices or a boolean "
             f"mask, got dtype {arr.dtype} and shape {arr.shape}"
         )
-    idx = arr.astype(np.int64)
-    if idx.min() < 0:
+    idx = arr.astype(np.int64, copy=False)
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0:
         raise ValueError(
-            f"groups[{g}] has negative index {int(idx.min())}; indices must "
-            f"lie in [0, {n_samples})"
+            f"groups[{g}] has negative index {lo}; indices must lie in "
+            f"[0, {n_samples})"
         )
-    if idx.max() >= n_samples:
+    if hi >= n_samples:
         raise ValueError(
-            f"groups[{g}] has index {int(idx.max())}, out of range for "
-            f"{n_samples} training rows"
+            f"groups[{g}] has index {hi}, out of range for {n_samples} "
+            f"training rows"
         )
-    uniq = np.unique(idx)
-    if uniq.size != idx.size:
-        counts = np.bincount(idx)
-        dup = int(np.flatnonzero(counts > 1)[0])
-        raise ValueError(
-            f"groups[{g}] lists index {dup} more than once; each index may "
-            f"appear once per group"
-        )
-    return uniq
+    return idx
 
 
 def _check_matrix(M, n_samples):
