@@ -42,6 +42,7 @@ from . import _newton
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects
+from ._woodbury import GroupSolver, curvature_rows, not_positive_definite
 
 METHODS = ("first-order", "newton", "second-order", "basu-second-order")
 
@@ -181,82 +182,44 @@ def _row_sums(C, per_entry):
 # ---------------------------------------------------------------------------
 
 
-def _curvature_rows(ctx, g):
-    """A_U with H_U = A_U^T A_U (internal layout): |U| (binary) or K|U| rows."""
-    obj = ctx.objective
+def _rows(ctx, g):
     idx, w = group_rows(ctx.W, g)  # W stores removed weights s_i c_Ui
-    X = obj.X[idx]
-    X = X.toarray() if hasattr(X, "toarray") else X
-    Xt = np.column_stack([X, np.ones(len(idx))])
-    if obj.binary:
-        return np.sqrt(w * ctx.curv[idx])[:, None] * Xt
-    # diag(p) - p p^T = B B^T with B = diag(sqrt p) - p sqrt(p)^T.
-    P = ctx.curv[idx]
-    sq = np.sqrt(P)
-    B = sq[:, :, None] * np.eye(P.shape[1])[None] - P[:, :, None] * sq[:, None, :]
-    A = np.sqrt(w)[:, None, None, None] * B.transpose(0, 2, 1)[:, :, :, None] \
-        * Xt[:, None, None, :]
-    return A.reshape(len(idx) * P.shape[1], -1)
+    return idx, w
+
+
+def _woodbury_cheaper(obj, n_points):
+    # Woodbury costs ~ m p^2 (m = curvature rows), a fresh factor ~ p^3 / 3
+    # plus assembling H_U (~ n_points p^2 / K).
+    return n_points * obj.n_logits <= obj.n_params
 
 
 def _newton_steps(model, ctx, GU, first):
     obj = ctx.objective
-    G, p = GU.shape
     dtheta = np.zeros_like(GU)
-    leverage = np.zeros(G)
-    for g in range(G):
-        n_rows = (ctx.W.indptr[g + 1] - ctx.W.indptr[g]) * obj.n_logits
-        if n_rows == 0:
+    leverage = np.zeros(GU.shape[0])
+    for g in range(GU.shape[0]):
+        idx, w = _rows(ctx, g)
+        if idx.size == 0:
             continue
-        if n_rows <= p:
-            A = _curvature_rows(ctx, g)
-            dtheta[g], leverage[g] = _woodbury(model, ctx, g, A, GU[g], first[g])
+        if _woodbury_cheaper(obj, idx.size):
+            solver = GroupSolver(model.hessian_factor_,
+                                 curvature_rows(obj, ctx.curv, idx, w), group=g)
+            dtheta[g], leverage[g] = solver.solve(GU[g]), solver.leverage
         else:
-            dtheta[g], leverage[g] = _cholesky_step(model, ctx, g, GU[g])
+            H_U = obj.loss_hessian(ctx.curv, idx, w)
+            leverage[g] = _leverage_dense(model, H_U)
+            try:
+                Lg = _newton.factor(model._hessian_reg - H_U)
+            except _newton.SingularHessianError:
+                raise not_positive_definite(g, leverage[g]) from None
+            dtheta[g] = _newton.solve(Lg, GU[g])
     return obj.centre(dtheta), leverage
 
 
-def _not_pd(g, lev):
-    return ValueError(
-        f"groups[{g}]: H - H_U is not positive definite (largest eigenvalue of "
-        f"H^-1/2 H_U H^-1/2 is {lev:.6g} >= 1), so the one-step Newton "
-        f"prediction does not exist for this group; use retrain, or raise "
-        f"l2_reg."
-    )
-
-
-def _woodbury(model, ctx, g, A, gU, u):
-    # (H - A^T A)^-1 g = u + Y^T (I - M)^-1 (A u),  Y = A H^-1, M = A H^-1 A^T
-    # (the group's block of the hat matrix).
-    Y = _newton.solve(model.hessian_factor_, A)
-    M = A @ Y.T
-    M = 0.5 * (M + M.T)
-    lev = float(sla.eigvalsh(M, subset_by_index=[M.shape[0] - 1] * 2)[0])
-    if lev >= 1 - 1e-10:
-        raise _not_pd(g, lev)
-    IM = np.eye(M.shape[0]) - M
-    c = sla.cho_solve(sla.cho_factor(IM, lower=True), A @ u)
-    return u + Y.T @ c, lev
-
-
-def _group_hessian(ctx, g):
-    idx, w = group_rows(ctx.W, g)
-    return ctx.objective.loss_hessian(ctx.curv, idx, w)
-
-
-def _cholesky_step(model, ctx, g, gU):
-    H_U = _group_hessian(ctx, g)
-    try:
-        Lg = _newton.factor(model._hessian_reg - H_U)
-    except _newton.SingularHessianError:
-        raise _not_pd(g, _leverage_dense(model, H_U)) from None
-    return _newton.solve(Lg, gU), _leverage_dense(model, H_U)
-
-
 def _leverage_dense(model, H_U):
-    # Largest eigenvalue of L^-1 H_U L^-T, L L^T = H (same spectrum as
-    # H^-1/2 H_U H^-1/2).
-    # dpotrf("L") on C-ordered memory leaves R = L^T in the upper triangle.
+    # Largest eigenvalue of L^-1 H_U L^-T with L L^T = H, the spectrum of
+    # H^-1/2 H_U H^-1/2. dpotrf("L") on C-ordered memory leaves R = L^T in
+    # the upper triangle.
     L = np.triu(model.hessian_factor_).T
     S = sla.solve_triangular(L, H_U, lower=True)
     S = sla.solve_triangular(L, S.T, lower=True)
@@ -266,22 +229,19 @@ def _leverage_dense(model, H_U):
 
 
 def _leverage(model, ctx):
-    G = ctx.W.shape[0]
-    p = model.n_params
-    out = np.zeros(G)
-    for g in range(G):
-        n_rows = (ctx.W.indptr[g + 1] - ctx.W.indptr[g]) * ctx.objective.n_logits
-        if n_rows == 0:
+    obj = ctx.objective
+    out = np.zeros(ctx.W.shape[0])
+    for g in range(out.size):
+        idx, w = _rows(ctx, g)
+        if idx.size == 0:
             continue
-        if n_rows <= p:
-            out[g] = _hat_block_max(model, _curvature_rows(ctx, g))
+        if _woodbury_cheaper(obj, idx.size):
+            A = curvature_rows(obj, ctx.curv, idx, w)
+            Y = _newton.solve(model.hessian_factor_, A)
+            M = A @ Y.T
+            m = M.shape[0]
+            out[g] = float(sla.eigvalsh(0.5 * (M + M.T),
+                                        subset_by_index=[m - 1, m - 1])[0])
         else:
-            out[g] = _leverage_dense(model, _group_hessian(ctx, g))
+            out[g] = _leverage_dense(model, obj.loss_hessian(ctx.curv, idx, w))
     return out
-
-
-def _hat_block_max(model, A):
-    Y = _newton.solve(model.hessian_factor_, A)
-    M = A @ Y.T
-    M = 0.5 * (M + M.T)
-    return float(sla.eigvalsh(M, subset_by_index=[M.shape[0] - 1] * 2)[0])

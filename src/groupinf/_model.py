@@ -201,12 +201,12 @@ def _classes_and_codes(y, s):
     classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(
-            f"y has a single class ({classes[0]!r}); at least two are needed"
+            f"y has a single class ({classes[0].item()!r}); at least two are needed"
         )
     codes = _validation.encode_labels(y, classes)
     weight = np.bincount(codes, weights=s, minlength=len(classes))
     if np.any(weight <= 0):
-        empty = list(classes[weight <= 0])
+        empty = classes[weight <= 0].tolist()
         raise ValueError(
             f"class(es) {empty} have zero total sample_weight; drop them from "
             f"y or give them weight"

@@ -53,7 +53,12 @@ def factor(H, what="the Hessian"):
 
 
 def solve(L, B):
-    """Solve (L L^T) x = b for each row b of B (or a single vector)."""
+    """Solve (L L^T) x = b for each row b of B (or a single vector).
+
+    ``L`` may also be an object with a ``solve`` method (a Woodbury solver).
+    """
+    if hasattr(L, "solve"):
+        return L.solve(B)
     B = np.asarray(B, dtype=np.float64)
     single = B.ndim == 1
     X = np.array(B.reshape(1, -1) if single else B, order="C", copy=True)

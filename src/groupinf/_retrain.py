@@ -25,6 +25,7 @@ from . import _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
+from ._woodbury import GroupSolver, curvature_rows
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
@@ -137,9 +138,15 @@ def _setup_group(model, ctx, g, tol, col_full):
 
     # H - H_U needs only the group's rows. If removing the group leaves it
     # indefinite in floating point, the refit starts with the exact Hessian.
-    H_U = obj.loss_hessian(ctx.curv, idx, removed)
     try:
-        L = _newton.factor(model._hessian_reg - H_U)
+        if idx.size * obj.n_logits <= obj.n_params and obj.n_params > 500:
+            # Wide models: Woodbury through the group's hat-matrix block
+            # instead of a fresh p x p factorisation.
+            L = GroupSolver(model.hessian_factor_,
+                            curvature_rows(obj, ctx.curv, idx, removed))
+        else:
+            H_U = obj.loss_hessian(ctx.curv, idx, removed)
+            L = _newton.factor(model._hessian_reg - H_U)
     except _newton.SingularHessianError:
         L = None
     return idx, removed, s_g, tol_abs, L

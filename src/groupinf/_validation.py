@@ -91,8 +91,8 @@ def encode_labels(y, classes, name="y"):
     if np.any(unknown):
         bad = np.unique(y[unknown])[:5]
         raise ValueError(
-            f"{name} contains label(s) {list(bad)} that are not among the "
-            f"training classes {list(classes)}"
+            f"{name} contains label(s) {bad.tolist()} that are not among the "
+            f"training classes {classes.tolist()}"
         )
     return codes.astype(np.int64)
 
