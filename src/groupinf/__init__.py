@@ -8,7 +8,7 @@ L2-regularised logistic regression (binary and softmax), dense or CSR X::
 Effects are new minus old for removing a group (its weights s_i -> 0).
 """
 
-from . import groups, metrics
+from . import datasets, groups, metrics
 from ._influence import influence
 from ._model import LogisticModel, fit
 from ._newton import ConvergenceWarning, SingularHessianError
@@ -22,6 +22,7 @@ __all__ = [
     "GroupEffects",
     "LogisticModel",
     "SingularHessianError",
+    "datasets",
     "fit",
     "groups",
     "influence",

@@ -145,7 +145,8 @@ def _public_perm(obj):
     return public_permutation(obj.n_logits, obj.n_features)
 
 
-def fit(X, y, l2_reg, sample_weight=None, *, tol=DEFAULT_TOL, max_iter=100):
+def fit(X, y, l2_reg, sample_weight=None, *, tol=DEFAULT_TOL, max_iter=100,
+        init=None):
     """Fit L2-regularised logistic regression exactly.
 
     Parameters
@@ -162,6 +163,9 @@ def fit(X, y, l2_reg, sample_weight=None, *, tol=DEFAULT_TOL, max_iter=100):
         scale being the sum of the gradient's absolute terms.
     max_iter : int, default 100
         Maximum Newton steps.
+    init : LogisticModel or array-like of shape (n_params,), optional
+        Starting parameters (public layout), e.g. a fit at a nearby l2_reg;
+        the default starts from the intercept-only optimum.
 
     Returns
     -------
@@ -182,7 +186,8 @@ def fit(X, y, l2_reg, sample_weight=None, *, tol=DEFAULT_TOL, max_iter=100):
     classes, codes = _classes_and_codes(y, s)
 
     objective = Objective(X, codes, len(classes), l2_reg)
-    theta0 = _initial_theta(objective, codes, s)
+    theta0 = (_initial_theta(objective, codes, s) if init is None
+              else _check_init(init, objective, classes))
     tol_abs = tol * objective.grad_scale(s)
     result = _newton.minimize(objective, s, theta0, tol_abs=tol_abs,
                               max_iter=max_iter)
@@ -195,6 +200,23 @@ def fit(X, y, l2_reg, sample_weight=None, *, tol=DEFAULT_TOL, max_iter=100):
     model = LogisticModel(objective, result.theta, result, classes, s, tol, L)
     model._hessian_reg = H
     return model
+
+
+def _check_init(init, objective, classes):
+    from ._objective import from_public
+
+    if isinstance(init, LogisticModel):
+        if not np.array_equal(init.classes_, classes):
+            raise ValueError("init was fitted on other classes than y has")
+        init = init.params_
+    theta = np.asarray(init, dtype=np.float64)
+    if theta.shape != (objective.n_params,):
+        raise ValueError(
+            f"init must have shape ({objective.n_params},), got {theta.shape}"
+        )
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("init contains NaN or infinite values")
+    return from_public(theta, objective.n_logits, objective.n_features)
 
 
 def _classes_and_codes(y, s):

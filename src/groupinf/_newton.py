@@ -106,6 +106,9 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
     gn = float(np.linalg.norm(g))
     L, fresh = hessian_factor, False
     n_iter = n_fact = 0
+    p = objective.n_params
+    keep_ratio = 0.25 if p ** 2 < 60 * objective.n_samples * objective.n_logits \
+        else 0.6
 
     while gn > tol_abs and n_iter < max_iter:
         n_iter += 1
@@ -141,10 +144,12 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
             L = None
             continue
 
-        # 3. Keep the factor only while it contracts the gradient well.
+        # 3. Keep the factor only while it contracts the gradient well
+        #    enough for its cost: a wide model's factorisation costs many
+        #    gradient passes, so slower contraction is still a bargain.
         ratio = gn_new / gn if gn > 0 else 0.0
         theta, f, g, gn = objective.centre(trial), f_new, g_new, gn_new
-        if ratio > 0.25:
+        if ratio > keep_ratio:
             L = None
         fresh = False
 
