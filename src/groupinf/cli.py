@@ -51,6 +51,37 @@ def _parser():
                      help="threads for retraining (default: one per core)")
     run.add_argument("--no-progress", action="store_true",
                      help="never show progress bars")
+
+    exp = sub.add_parser(
+        "experiment",
+        help="the full accuracy study: every group type and prediction tier",
+    )
+    exp.add_argument("--dataset", default="adult",
+                     help="adult, mnist, mnist-10, spam, fashion-mnist, "
+                          "counterexample-curvature, counterexample-gaussian, "
+                          "or a .csv/.npz/.svmlight file")
+    exp.add_argument("--out", default=None,
+                     help="output folder (default: groupinf-study/<dataset>)")
+    exp.add_argument("--groups", type=int, default=20,
+                     help="groups per group type (default 20)")
+    lam2 = exp.add_mutually_exclusive_group()
+    lam2.add_argument("--l2", type=float, default=None, help="l2_reg to use")
+    lam2.add_argument("--cv", action="store_true",
+                      help="choose l2_reg by cross-validation (the default)")
+    exp.add_argument("--sweep-l2", action="store_true",
+                     help="repeat the accuracy measurement across l2_reg / n")
+    exp.add_argument("--max-features", type=int, default=None,
+                     help="keep only the most frequently non-zero features")
+    exp.add_argument("--no-plugin", action="store_true",
+                     help="skip the plug-in variants")
+    exp.add_argument("--seed", type=int, default=0)
+    exp.add_argument("--n-jobs", type=int, default=None)
+    exp.add_argument("--no-progress", action="store_true")
+
+    data = sub.add_parser("data", help="manage the local data cache")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    fetch = dsub.add_parser("fetch", help="download and cache data sets")
+    fetch.add_argument("names", nargs="+")
     return p
 
 
@@ -59,9 +90,30 @@ def main(argv=None):
     try:
         if args.command == "run":
             return run_main(args)
+        if args.command == "experiment":
+            return experiment_main(args)
+        if args.command == "data":
+            return datasets.fetch_main(args.names)
     except (ValueError, TypeError, OSError) as exc:
         print(f"groupinf: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def experiment_main(args):
+    from .study import run_experiment
+
+    if args.groups < 1:
+        raise ValueError(f"--groups must be >= 1, got {args.groups}")
+    if args.l2 is not None and not args.l2 > 0:
+        raise ValueError(f"--l2 must be > 0, got {args.l2}")
+    name = os.path.basename(args.dataset).split(".")[0] or "data"
+    out = args.out or os.path.join("groupinf-study", name)
+    run_experiment(args.dataset, out, l2_reg=args.l2, per_type=args.groups,
+                   seed=args.seed, n_jobs=args.n_jobs,
+                   progress=False if args.no_progress else None,
+                   sweep_l2=args.sweep_l2, max_features=args.max_features,
+                   plugin=not args.no_plugin, say=_say)
     return 0
 
 
