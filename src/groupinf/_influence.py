@@ -77,10 +77,27 @@ def influence(model, X, y, groups, X_test=None, y_test=None, *,
         when requested. ``newton`` raises if removing a group leaves
         H - H_U not positive definite.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_method(method)
     if not isinstance(plugin, bool) or not isinstance(diagnostics, bool):
         raise TypeError("plugin and diagnostics must be True or False")
+    out = predict_all(model, X, y, groups, X_test, y_test, methods=(method,),
+                      plugins=(plugin,), diagnostics=diagnostics)
+    return out[method + ("+plugin" if plugin else "")]
+
+
+def _check_method(method):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
+                methods=METHODS, plugins=(False, True), diagnostics=False):
+    """Several tiers at once, sharing the checks, g_U and each tier's step.
+
+    Returns a dict keyed ``method`` or ``method+plugin``.
+    """
+    for m in methods:
+        _check_method(m)
     t0 = time.perf_counter()
     ctx = prepare(model, X, y, groups, X_test, y_test)
     obj = ctx.objective
@@ -89,36 +106,51 @@ def influence(model, X, y, groups, X_test=None, y_test=None, *,
     # 1. Group gradients g_U and the first-order step H^-1 g_U.
     GU = obj.weighted_rows_gradient(ctx.dloss, ctx.W)
     first = obj.centre(_newton.solve(L, GU))
+    corr = None
+    shared = time.perf_counter() - t0
 
-    # 2. The tier's parameter change.
-    leverage = None
-    if method == "first-order":
-        dtheta = first
-    elif method == "newton":
-        dtheta, leverage = _newton_steps(model, ctx, GU, first)
-    else:
-        corr = obj.centre(_newton.solve(
-            L, obj.group_hessian_vec(ctx.W, ctx.curv, first)))
-        if method == "second-order":
-            dtheta = first + corr
+    results = {}
+    for method in methods:
+        t = time.perf_counter()
+
+        # 2. The tier's parameter change.
+        leverage = None
+        if method == "first-order":
+            dtheta = first
+        elif method == "newton":
+            dtheta, leverage = _newton_steps(model, ctx, GU, first)
         else:
-            q = group_weight(ctx.W) / float(np.sum(ctx.s))
-            dtheta = ((1 - 2 * q)[:, None] * first + corr) / ((1 - q) ** 2)[:, None]
-    if diagnostics and leverage is None:
-        leverage = _leverage(model, ctx)
+            if corr is None:
+                corr = obj.centre(_newton.solve(
+                    L, obj.group_hessian_vec(ctx.W, ctx.curv, first)))
+            if method == "second-order":
+                dtheta = first + corr
+            else:
+                q = group_weight(ctx.W) / float(np.sum(ctx.s))
+                dtheta = (((1 - 2 * q)[:, None] * first + corr)
+                          / ((1 - q) ** 2)[:, None])
+        if diagnostics and leverage is None:
+            leverage = _leverage(model, ctx)
+        norm_h = np.sqrt(np.maximum(0.0, np.einsum(
+            "gp,gp->g", dtheta, dtheta @ model._hessian_reg)))
+        step_time = time.perf_counter() - t
 
-    # 3. Quantities along d_theta.
-    fields = _quantities(model, ctx, GU, dtheta, plugin)
-    return GroupEffects(
-        method=method + ("+plugin" if plugin else ""),
-        params=to_public(dtheta, obj.n_logits, obj.n_features),
-        group_weight=group_weight(ctx.W),
-        param_norm_h=np.sqrt(np.maximum(0.0, np.einsum(
-            "gp,gp->g", dtheta, dtheta @ model._hessian_reg))),
-        leverage_max=leverage,
-        timings={"total": time.perf_counter() - t0},
-        **fields,
-    )
+        # 3. Quantities along d_theta, linearised and/or plugged in.
+        for plugin in plugins:
+            t = time.perf_counter()
+            fields = _quantities(model, ctx, GU, dtheta, plugin)
+            key = method + ("+plugin" if plugin else "")
+            results[key] = GroupEffects(
+                method=key,
+                params=to_public(dtheta, obj.n_logits, obj.n_features),
+                group_weight=group_weight(ctx.W),
+                param_norm_h=norm_h,
+                leverage_max=leverage,
+                timings={"shared": shared, "step": step_time,
+                         "quantities": time.perf_counter() - t},
+                **fields,
+            )
+    return results
 
 
 def _quantities(model, ctx, GU, dtheta, plugin):
