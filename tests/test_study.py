@@ -129,3 +129,21 @@ def test_experiment_cli_rejects_bad_arguments(capsys):
     assert main(["experiment", "--dataset", "no-such-data", "--out", "/tmp/x"]) == 2
     assert "error" in capsys.readouterr().err
     assert main(["experiment", "--groups", "0"]) == 2
+
+
+def test_lanczos_leverage_equals_dense_eigenvalue():
+    import scipy.linalg as sla
+
+    from groupinf._influence import _leverage_lanczos
+
+    rng = np.random.default_rng(3)
+    p = 300
+    A = rng.normal(size=(p, p))
+    H = A @ A.T + p * np.eye(p)
+    B = rng.normal(size=(p, 20))
+    H_U = B @ B.T
+    L = np.linalg.cholesky(H)
+    S = sla.solve_triangular(L, H_U, lower=True)
+    S = sla.solve_triangular(L, S.T, lower=True)
+    expected = np.linalg.eigvalsh(0.5 * (S + S.T))[-1]
+    assert _leverage_lanczos(L, H_U) == pytest.approx(expected, rel=1e-7)

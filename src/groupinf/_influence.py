@@ -42,7 +42,8 @@ from . import _newton
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects
-from ._woodbury import GroupSolver, curvature_rows, not_positive_definite
+from ._woodbury import (GroupSolver, curvature_rows, not_positive_definite,
+                        woodbury_is_cheaper)
 
 METHODS = ("first-order", "newton", "second-order", "basu-second-order")
 
@@ -219,12 +220,6 @@ def _rows(ctx, g):
     return idx, w
 
 
-def _woodbury_cheaper(obj, n_points):
-    # Woodbury costs ~ m p^2 (m = curvature rows), a fresh factor ~ p^3 / 3
-    # plus assembling H_U (~ n_points p^2 / K).
-    return n_points * obj.n_logits <= obj.n_params
-
-
 def _newton_steps(model, ctx, GU, first):
     obj = ctx.objective
     dtheta = np.zeros_like(GU)
@@ -233,7 +228,7 @@ def _newton_steps(model, ctx, GU, first):
         idx, w = _rows(ctx, g)
         if idx.size == 0:
             continue
-        if _woodbury_cheaper(obj, idx.size):
+        if woodbury_is_cheaper(obj, idx.size):
             solver = GroupSolver(model.hessian_factor_,
                                  curvature_rows(obj, ctx.curv, idx, w), group=g)
             dtheta[g], leverage[g] = solver.solve(GU[g]), solver.leverage
@@ -253,11 +248,35 @@ def _leverage_dense(model, H_U):
     # H^-1/2 H_U H^-1/2. dpotrf("L") on C-ordered memory leaves R = L^T in
     # the upper triangle.
     L = np.triu(model.hessian_factor_).T
+    if H_U.shape[0] > 1000:
+        return _leverage_lanczos(L, H_U)
     S = sla.solve_triangular(L, H_U, lower=True)
     S = sla.solve_triangular(L, S.T, lower=True)
     S = 0.5 * (S + S.T)
     n = S.shape[0]
     return float(sla.eigvalsh(S, subset_by_index=[n - 1, n - 1])[0])
+
+
+def _leverage_lanczos(L, H_U):
+    # Wide models: the top eigenvalue by Lanczos on v -> L^-1 H_U L^-T v, two
+    # triangular solves and one product per step instead of O(p^3) work.
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    def matvec(v):
+        w = sla.solve_triangular(L, np.ravel(v), lower=True, trans="T")
+        return sla.solve_triangular(L, H_U @ w, lower=True)
+
+    op = LinearOperator(H_U.shape, matvec=matvec, dtype=np.float64)
+    v0 = np.full(H_U.shape[0], 1.0 / np.sqrt(H_U.shape[0]))
+    try:
+        vals = eigsh(op, k=1, which="LA", tol=1e-8, v0=v0, maxiter=2000,
+                     return_eigenvectors=False)
+    except ArpackNoConvergence as exc:
+        raise RuntimeError(
+            "the group's leverage (largest eigenvalue of H^-1/2 H_U H^-1/2) "
+            "did not converge in 2000 Lanczos iterations"
+        ) from exc
+    return float(vals[0])
 
 
 def _leverage(model, ctx):
@@ -267,7 +286,7 @@ def _leverage(model, ctx):
         idx, w = _rows(ctx, g)
         if idx.size == 0:
             continue
-        if _woodbury_cheaper(obj, idx.size):
+        if woodbury_is_cheaper(obj, idx.size):
             A = curvature_rows(obj, ctx.curv, idx, w)
             Y = _newton.solve(model.hessian_factor_, A)
             M = A @ Y.T

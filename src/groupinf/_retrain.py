@@ -25,7 +25,7 @@ from . import _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
-from ._woodbury import GroupSolver, curvature_rows
+from ._woodbury import GroupSolver, curvature_rows, woodbury_is_cheaper
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
@@ -139,7 +139,7 @@ def _setup_group(model, ctx, g, tol, col_full):
     # H - H_U needs only the group's rows. If removing the group leaves it
     # indefinite in floating point, the refit starts with the exact Hessian.
     try:
-        if idx.size * obj.n_logits <= obj.n_params and obj.n_params > 500:
+        if obj.n_params > 500 and woodbury_is_cheaper(obj, idx.size):
             # Wide models: Woodbury through the group's hat-matrix block
             # instead of a fresh p x p factorisation.
             L = GroupSolver(model.hessian_factor_,

@@ -44,6 +44,17 @@ class GroupSolver:
         return U + (self.Y.T @ C).T
 
 
+def woodbury_is_cheaper(objective, n_points):
+    """Whether Woodbury beats a fresh factorisation for a group of n_points.
+
+    Woodbury: m solves with H's factor (2 m p^2) plus M = A Y^T (m^2 p), with
+    m = n_points * K' curvature rows; a fresh Cholesky: p^3 / 3.
+    """
+    m = n_points * objective.n_logits
+    p = objective.n_params
+    return 2.0 * m * p * p + float(m) * m * p < p ** 3 / 3.0
+
+
 def not_positive_definite(group, leverage):
     where = f"groups[{group}]: " if group is not None else ""
     return _newton.SingularHessianError(
