@@ -25,7 +25,7 @@ from . import _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
-from ._woodbury import GroupSolver, curvature_rows, woodbury_is_cheaper
+from ._woodbury import GroupSolver, curvature_rows
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
@@ -39,7 +39,9 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     groups : list of index arrays or boolean masks, or sparse (G, n) matrix
     X_test, y_test : optional test points
     n_jobs : int, optional
-        Threads over groups; None means one per core (``os.cpu_count()``).
+        Threads over groups; None means one per core (``os.cpu_count()``),
+        or one thread for models with more than 500 parameters, whose refits
+        already keep every core busy inside BLAS.
     tol : float, optional
         Relative gradient tolerance of every refit (default: the model's).
     max_iter : int, default 100
@@ -63,9 +65,11 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     _check_model(model)
     tol = model._tol if tol is None else _validation.check_tol(tol)
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
-    n_jobs = _check_n_jobs(n_jobs)
+    if n_jobs is not None:
+        _check_n_jobs(n_jobs, None)
     ctx = prepare(model, X, y, groups, X_test, y_test)
     obj = ctx.objective
+    n_jobs = _check_n_jobs(n_jobs, obj)
     G = ctx.n_groups
     col_full = obj.abs_col_sums(ctx.s)
 
@@ -120,8 +124,13 @@ def _check_model(model):
         )
 
 
-def _check_n_jobs(n_jobs):
+def _check_n_jobs(n_jobs, objective):
     if n_jobs is None:
+        # Wide models spend their time inside multithreaded BLAS (solves and
+        # factorisations with p > 500); threads over groups on top of that
+        # only oversubscribe the cores.
+        if objective.n_params > 500:
+            return 1
         return max(1, os.cpu_count() or 1)
     return _validation.check_positive_int(n_jobs, "n_jobs")
 
@@ -139,9 +148,11 @@ def _setup_group(model, ctx, g, tol, col_full):
     # H - H_U needs only the group's rows. If removing the group leaves it
     # indefinite in floating point, the refit starts with the exact Hessian.
     try:
-        if obj.n_params > 500 and woodbury_is_cheaper(obj, idx.size):
+        if obj.n_params > 500 and idx.size * obj.n_logits <= obj.n_params:
             # Wide models: Woodbury through the group's hat-matrix block
-            # instead of a fresh p x p factorisation.
+            # instead of a fresh p x p factorisation. Its later solves cost
+            # ~2 p^2 each against p^3 / 3 for refactoring, which the chord
+            # iterations of the refit repeat many times.
             L = GroupSolver(model.hessian_factor_,
                             curvature_rows(obj, ctx.curv, idx, removed))
         else:

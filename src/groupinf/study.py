@@ -409,7 +409,7 @@ def _save_groups(out, groups, names, kinds, n):
 
 
 def _retrain_resumable(model, X, y, groups, Xt, yt, out, fp, n_jobs, progress,
-                       chunk=64):
+                       chunk=32):
     path = os.path.join(out, "actual.npz")
     saved, done = _load_effects(path, fp)
     n_groups = len(groups)
