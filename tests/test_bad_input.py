@@ -524,3 +524,68 @@ def test_softmax_near_degenerate_groups_give_finite_results(
         assert np.all(np.isfinite(getattr(res, f))), f
     if effect is groupinf.retrain:
         assert np.all(res.converged)
+
+
+# -- regressions from a new user's attack ------------------------------------
+
+
+def test_malformed_sparse_matrix_is_refused_before_any_kernel(cancer):
+    import scipy.sparse as sp
+
+    X, y = cancer
+    Xs = sp.csr_matrix(X)
+    bad = Xs.indices.copy()
+    bad[0] = 9999
+    Xb = sp.csr_matrix((Xs.data, bad, Xs.indptr), shape=Xs.shape)
+    with pytest.raises(ValueError, match="X is a malformed sparse matrix"):
+        groupinf.fit(Xb, y, 1.0)
+    Xc = sp.csc_matrix(X)
+    badc = Xc.indices.copy()
+    badc[0] = 10**6
+    with pytest.raises(ValueError, match="malformed sparse"):
+        groupinf.fit(sp.csc_matrix((Xc.data, badc, Xc.indptr), shape=Xc.shape), y,
+                     1.0)
+
+
+def test_continuous_target_is_refused(cancer):
+    X, y = cancer
+    with pytest.raises(ValueError, match="y looks continuous"):
+        groupinf.fit(X, X[:, 0] + 0.1, 1.0)
+
+
+def test_unconverged_model_is_refused_by_influence_and_retrain(cancer):
+    X, y = cancer
+    with pytest.warns(groupinf.ConvergenceWarning):
+        m = groupinf.fit(X, y, 1.0, max_iter=1)
+    for fn in (groupinf.influence, groupinf.retrain):
+        with pytest.raises(ValueError, match="model did not converge"):
+            fn(m, X, y, [np.arange(5)])
+
+
+def test_huge_values_get_a_clear_error(cancer):
+    X, y = cancer
+    with pytest.raises(ValueError, match="Standardise the columns of X"):
+        groupinf.fit(X * 1e200, y, 1.0)
+    with pytest.raises(ValueError, match="sample_weight is too large"):
+        groupinf.fit(X, y, 1.0, sample_weight=np.full(y.size, 1e300))
+
+
+def test_fit_converges_when_large_logits_cancel():
+    # Logits near +-1000 make each loss a difference of large numbers; the
+    # line search must judge steps by the rounding of those, not of F.
+    X = np.array([
+        [19.7872526, -1.42075325, -179.033475],
+        [-19.3941296, 0.400982878, 21.6248197],
+        [4.96984622, 2.68500213, 317.256350],
+        [-23.5023114, -0.938863650, 415.449361],
+        [-9.98469423, 2.07310815, 387.419962],
+        [29.3416007, -0.634146338, -44.5965932],
+        [-14.9697579, -1.99307699, 360.074954],
+        [-28.2338509, 0.338657976, -261.049895],
+        [17.7091459, 0.160070558, 56.2740095],
+    ])
+    y = np.array([0, 1, 2, 3, 4, 1, 4, 4, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = groupinf.fit(X, y, 5.9831e-4)
+    assert m.converged_ and m.grad_norm_ <= m.grad_tol_

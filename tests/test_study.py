@@ -147,3 +147,33 @@ def test_lanczos_leverage_equals_dense_eigenvalue():
     S = sla.solve_triangular(L, S.T, lower=True)
     expected = np.linalg.eigvalsh(0.5 * (S + S.T))[-1]
     assert _leverage_lanczos(L, H_U) == pytest.approx(expected, rel=1e-7)
+
+
+def test_run_command_writes_plain_csv_and_strict_json(tmp_path, capsys):
+    import csv
+
+    from groupinf.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--l2", "3", "--n-random", "3", "--out", str(out),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "spearman" in printed and "self_loss" in printed
+    with open(out / "groups.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) > 100
+    float(rows[0]["pred_self_loss"])  # plain numbers, no np.float64(...)
+    text = (out / "metrics.json").read_text()
+    assert "NaN" not in text
+    json.loads(text)
+
+
+def test_run_command_checks_out_before_working(tmp_path, capsys):
+    from groupinf.cli import main
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["run", "--l2", "3", "--out", str(afile)]) == 2
+    assert "--out" in capsys.readouterr().err
+    assert main(["run", "--n-jobs", "0"]) == 2
+    assert main(["run", "--seed", "-1"]) == 2

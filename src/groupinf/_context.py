@@ -46,6 +46,12 @@ def prepare(model, X, y, groups, X_test, y_test):
             f"model must be a LogisticModel from groupinf.fit, got "
             f"{type(model).__name__}"
         )
+    if not model.converged_:
+        raise ValueError(
+            f"model did not converge (||grad F|| = {model.grad_norm_:.3e}, "
+            f"target {model.grad_tol_:.3e}): influence and retraining are "
+            f"defined at an optimum. Refit with a larger max_iter or l2_reg."
+        )
     X, codes = model._encode(X, y)
     if X.shape[0] != model.n_samples_:
         raise ValueError(

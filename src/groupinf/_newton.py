@@ -106,6 +106,7 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
     gn = float(np.linalg.norm(g))
     L, fresh = hessian_factor, False
     n_iter = n_fact = 0
+    col, s_total = objective.abs_col_sums(s), float(np.sum(s))
     p = objective.n_params
     keep_ratio = 0.25 if p ** 2 < 60 * objective.n_samples * objective.n_logits \
         else 0.6
@@ -123,7 +124,8 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         # 2. Backtracking. Near the optimum the change of F drowns in the
         #    rounding of its n-term sum (~ sqrt(n) eps |F|); there the
         #    gradient norm decides instead.
-        noise = 8.0 * np.sqrt(objective.n_samples) * _EPS * max(1.0, abs(f))
+        noise = 8.0 * np.sqrt(objective.n_samples) * _EPS * (
+            max(1.0, abs(f)) + _logit_scale(theta, col, s_total, objective))
         accepted, t = False, 1.0
         for _ in range(60):
             trial = theta + t * step
@@ -154,6 +156,14 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         fresh = False
 
     return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, gn <= tol_abs)
+
+
+def _logit_scale(theta, col, s_total, objective):
+    # An upper bound on sum_i s_i |z_i|: each loss softplus(z) - y z is
+    # computed with an error of a few ulps of |z|, which can dwarf the loss
+    # itself when logits are large and cancel.
+    th = np.abs(theta).reshape(objective.n_logits, objective.n_features + 1)
+    return float(np.sum(th[:, :-1] @ col) + s_total * np.sum(th[:, -1]))
 
 
 def hessian_at(objective, theta, s):

@@ -219,6 +219,7 @@ def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
     theta = {j: ctx.theta.copy() for j in active}
     f, grad = _batch_objgrad(ctx, ids, active, theta)
     noise_n = 8.0 * np.sqrt(obj.n_samples) * _newton._EPS
+    s_total = float(np.sum(ctx.s))
     n_iter = dict.fromkeys(active, 0)
     while active:
         # 1. Certified groups leave; the rest take one step each.
@@ -248,7 +249,8 @@ def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
             slope = float(grad[j] @ (trial[j] - theta[j]))
             ok = np.isfinite(f_t[j]) and (
                 f_t[j] <= f[j] + 1e-4 * slope
-                or (f_t[j] - f[j] <= noise_n * max(1.0, abs(f[j])) and gn_t < gn)
+                or (f_t[j] - f[j] <= noise_n * (max(1.0, abs(f[j])) + _newton
+                    ._logit_scale(theta[j], col_full, s_total, obj)) and gn_t < gn)
             )
             if ok:
                 theta[j], f[j], grad[j] = trial[j], f_t[j], g_t[j]

@@ -17,6 +17,7 @@ def check_X(X, name="X", n_features=None):
     if X is None:
         raise TypeError(f"{name} is required, got None")
     if sp.issparse(X):
+        _check_sparse_structure(X, name)
         X = sp.csr_matrix(X, dtype=np.float64)
         X.sum_duplicates()
         X.sort_indices()
@@ -43,12 +44,37 @@ def check_X(X, name="X", n_features=None):
     if not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+    big = float(np.max(np.abs(data))) if np.size(data) else 0.0
+    if big > 1e100:
+        raise ValueError(
+            f"{name} has entries as large as {big:.3g}; products of such "
+            f"values overflow float64 in the Hessian. Standardise the columns "
+            f"of {name} first."
+        )
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features, but the model was fitted with "
             f"{n_features}"
         )
     return X
+
+
+def _check_sparse_structure(X, name):
+    # A malformed index array makes SciPy's own conversions (and any kernel)
+    # read and write out of bounds, so the structure is checked first.
+    try:
+        if X.format in ("csr", "csc", "bsr"):
+            X.check_format(full_check=True)
+        elif X.format == "coo":
+            rows, cols = X.coords if hasattr(X, "coords") else (X.row, X.col)
+            if rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]
+                              or cols.min() < 0 or cols.max() >= X.shape[1]):
+                raise ValueError("index out of range")
+    except ValueError as exc:
+        raise ValueError(
+            f"{name} is a malformed sparse matrix ({exc}); its index arrays "
+            f"do not describe a valid {X.shape} matrix"
+        ) from None
 
 
 def check_labels(y, name="y", n_samples=None, x_name="X"):
@@ -72,6 +98,15 @@ def check_labels(y, name="y", n_samples=None, x_name="X"):
         raise ValueError(
             f"{name} has {y.shape[0]} labels but {x_name} has {n_samples} rows"
         )
+    if y.dtype.kind == "f" and np.any(y != np.round(y)):
+        # Any distinct values may be labels, but a float vector with more
+        # distinct values than half its length is a regression target.
+        n_distinct = np.unique(y).size
+        if n_distinct > max(2, y.size // 2):
+            raise ValueError(
+                f"{name} looks continuous ({n_distinct} distinct non-integer "
+                f"values in {y.size}); class labels are needed"
+            )
     if y.dtype.kind == "O":
         try:
             np.unique(y)
@@ -121,6 +156,11 @@ def check_sample_weight(sample_weight, n_samples):
         raise ValueError("sample_weight must be finite and >= 0")
     if not np.any(s > 0):
         raise ValueError("sample_weight is zero everywhere")
+    if not np.isfinite(np.sum(s)) or np.sum(s) > 1e200:
+        raise ValueError(
+            "sample_weight is too large: its sum overflows float64; rescale "
+            "the weights (and l2_reg with them)"
+        )
     return s
 
 

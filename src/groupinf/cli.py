@@ -105,10 +105,10 @@ def experiment_main(args):
 
     if args.groups < 1:
         raise ValueError(f"--groups must be >= 1, got {args.groups}")
-    if args.l2 is not None and not args.l2 > 0:
-        raise ValueError(f"--l2 must be > 0, got {args.l2}")
+    check_common(args)
     name = os.path.basename(args.dataset).split(".")[0] or "data"
     out = args.out or os.path.join("groupinf-study", name)
+    check_out_dir(out)
     run_experiment(args.dataset, out, l2_reg=args.l2, per_type=args.groups,
                    seed=args.seed, n_jobs=args.n_jobs,
                    progress=False if args.no_progress else None,
@@ -124,6 +124,8 @@ def _say(msg):
 def run_main(args):
     if args.n_random < 0:
         raise ValueError(f"--n-random must be >= 0, got {args.n_random}")
+    check_common(args)
+    check_out_dir(args.out)
     progress = False if args.no_progress else None
     times = {}
 
@@ -243,13 +245,13 @@ def _write_outputs(out, data, l2_reg, cv, test_idx, labels, kinds, pred, act,
         w.writerow(header)
         for g, (col, val) in enumerate(labels):
             row = [g, kinds[g], col, val, f"{pred.group_weight[g]:.0f}",
-                   repr(pred.self_loss[g]), repr(act.self_loss[g]),
-                   repr(pred.param_norm[g]), repr(act.param_norm[g])]
+                   _num(pred.self_loss[g]), _num(act.self_loss[g]),
+                   _num(pred.param_norm[g]), _num(act.param_norm[g])]
             for t in range(T):
-                row += [repr(pred.test_loss[g, t]), repr(act.test_loss[g, t]),
-                        repr(pred.test_margin[g, t]),
-                        repr(act.test_margin[g, t])]
-            row += [repr(act.grad_norm[g]), bool(act.converged[g]),
+                row += [_num(pred.test_loss[g, t]), _num(act.test_loss[g, t]),
+                        _num(pred.test_margin[g, t]),
+                        _num(act.test_margin[g, t])]
+            row += [_num(act.grad_norm[g]), bool(act.converged[g]),
                     int(act.n_iter[g])]
             w.writerow(row)
     meta = {
@@ -260,4 +262,45 @@ def _write_outputs(out, data, l2_reg, cv, test_idx, labels, kinds, pred, act,
         "agreement": table, "timings_s": times,
     }
     with open(os.path.join(out, "metrics.json"), "w") as fh:
-        json.dump(meta, fh, indent=2, allow_nan=True)
+        json.dump(json_safe(meta), fh, indent=2, allow_nan=False)
+
+
+def _num(x):
+    """A float as the shortest text that reads back exactly."""
+    return repr(float(x))
+
+
+def json_safe(obj):
+    """NaN and infinities become null: strict JSON readers reject them."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def check_out_dir(out):
+    """Create the output folder now, so a bad --out fails before the work."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".groupinf-write-test")
+        with open(probe, "w") as fh:
+            fh.write("")
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {out!r} is not a writable folder: {exc}") from None
+
+
+def check_common(args):
+    if args.n_jobs is not None and args.n_jobs < 1:
+        raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    if args.l2 is not None and not (np.isfinite(args.l2) and args.l2 > 0):
+        raise ValueError(f"--l2 must be finite and > 0, got {args.l2}")

@@ -265,9 +265,12 @@ def _load_effects(path, fingerprint):
 
 
 def _write_json(path, obj):
+    from .cli import json_safe
+
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2, default=_json_default)
+        json.dump(json_safe(obj), fh, indent=2, default=_json_default,
+                  allow_nan=False)
     os.replace(tmp, path)
 
 
