@@ -620,7 +620,7 @@ def test_csv_other_errors(tmp_path):
         datasets.load_csv(good, test_fraction=1.0)
 
 
-# -- NPZ ---------------------------------------------------------------------------------
+# -- NPZ ------------------------------------------------------------------
 
 
 def test_npz_with_test_split(tmp_path, rng):
@@ -784,7 +784,7 @@ def test_svmlight_malformed(tmp_path, text, match):
     assert str(path) in str(excinfo.value)
 
 
-# -- Dispatch ----------------------------------------------------------------------------
+# -- Dispatch -------------------------------------------------------------
 
 
 def test_load_dataset_paths(tmp_path):
