@@ -262,9 +262,12 @@ def _leverage_lanczos(L, H_U):
     # triangular solves and one product per step instead of O(p^3) work.
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
+    L = np.asfortranarray(L)  # one copy, not one per Lanczos step
+
     def matvec(v):
-        w = sla.solve_triangular(L, np.ravel(v), lower=True, trans="T")
-        return sla.solve_triangular(L, H_U @ w, lower=True)
+        w = sla.solve_triangular(L, np.ravel(v), lower=True, trans="T",
+                                 check_finite=False)
+        return sla.solve_triangular(L, H_U @ w, lower=True, check_finite=False)
 
     op = LinearOperator(H_U.shape, matvec=matvec, dtype=np.float64)
     v0 = np.full(H_U.shape[0], 1.0 / np.sqrt(H_U.shape[0]))
