@@ -25,7 +25,7 @@ from . import _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
-from ._woodbury import GroupSolver, curvature_rows
+from ._woodbury import GroupSolver, curvature_rows, woodbury_is_cheaper
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
@@ -148,13 +148,12 @@ def _setup_group(model, ctx, g, tol, col_full):
     # H - H_U needs only the group's rows. If removing the group leaves it
     # indefinite in floating point, the refit starts with the exact Hessian.
     try:
-        if obj.n_params > 500 and idx.size * obj.n_logits <= obj.n_params:
-            # Wide models: Woodbury through the group's hat-matrix block
-            # instead of a fresh p x p factorisation. Its later solves cost
-            # ~2 p^2 each against p^3 / 3 for refactoring, which the chord
-            # iterations of the refit repeat many times.
+        if obj.n_params > 500 and woodbury_is_cheaper(obj, idx.size):
+            # Wide models, small groups: Woodbury through the group's
+            # hat-matrix block instead of a fresh p x p factorisation.
             L = GroupSolver(model.hessian_factor_,
-                            curvature_rows(obj, ctx.curv, idx, removed))
+                            curvature_rows(obj, ctx.curv, idx, removed),
+                            leverage=False)
         else:
             H_U = obj.loss_hessian(ctx.curv, idx, removed)
             L = _newton.factor(model._hessian_reg - H_U)

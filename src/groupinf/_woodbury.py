@@ -24,17 +24,26 @@ from . import _newton
 class GroupSolver:
     """(H - H_U)^-1 for one group, H given by its Cholesky factor ``L``."""
 
-    def __init__(self, L, A, group=None):
+    def __init__(self, L, A, group=None, leverage=True):
         self.L = L
         self.A = A
         self.Y = _newton.solve(L, A)
         M = A @ self.Y.T
         M = 0.5 * (M + M.T)
         m = M.shape[0]
-        self.leverage = float(sla.eigvalsh(M, subset_by_index=[m - 1, m - 1])[0])
-        if self.leverage >= 1 - 1e-10:
-            raise not_positive_definite(group, self.leverage)
-        self._cho = sla.cho_factor(np.eye(m) - M, lower=True, check_finite=False)
+        # The leverage costs an eigenvalue problem of order m; without it,
+        # the Cholesky factorisation of I - M is the positive-definiteness
+        # check.
+        self.leverage = None
+        if leverage:
+            self.leverage = float(sla.eigvalsh(M, subset_by_index=[m - 1] * 2)[0])
+            if self.leverage >= 1 - 1e-10:
+                raise not_positive_definite(group, self.leverage)
+        try:
+            self._cho = sla.cho_factor(np.eye(m) - M, lower=True,
+                                       check_finite=False)
+        except np.linalg.LinAlgError:
+            raise not_positive_definite(group, float("nan")) from None
 
     def solve(self, B):
         """(H - H_U)^-1 b for each row b of B (or a single vector)."""
@@ -57,9 +66,10 @@ def woodbury_is_cheaper(objective, n_points):
 
 def not_positive_definite(group, leverage):
     where = f"groups[{group}]: " if group is not None else ""
+    lev = "is >= 1" if leverage != leverage else f"is {leverage:.6g} >= 1"
     return _newton.SingularHessianError(
         f"{where}H - H_U is not positive definite (the largest eigenvalue of "
-        f"H^-1/2 H_U H^-1/2 is {leverage:.6g} >= 1): removing the group "
+        f"H^-1/2 H_U H^-1/2 {lev}): removing the group "
         f"leaves the quadratic model without a minimum, so the one-step "
         f"Newton prediction does not exist for it; use retrain, or raise "
         f"l2_reg."
