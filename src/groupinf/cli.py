@@ -24,6 +24,7 @@ from ._influence import influence
 from ._model import fit
 from ._retrain import retrain
 from .model_selection import cross_validate_l2
+from .study import choose_test_points
 
 
 def _parser():
@@ -159,7 +160,7 @@ def run_main(args):
     group_list = rand + attr
     kinds = ["random"] * len(rand) + ["attribute"] * len(attr)
     labels = [("random", f"size {k}") for k in sizes] + names
-    test_idx = _test_points(model, data, args.seed)
+    test_idx = choose_test_points(model, data, args.seed)
     Xt, yt = data.X_test[test_idx], data.y_test[test_idx]
     _say(f"{len(group_list)} groups ({len(rand)} random, {len(attr)} by "
          f"attribute value); test points {test_idx.tolist()}")
@@ -180,15 +181,6 @@ def run_main(args):
                    act, table, times, model)
     _say(f"wrote {os.path.join(args.out, 'groups.csv')} and metrics.json")
     return 0
-
-
-def _test_points(model, data, seed):
-    """The 3 highest-loss test points, then 3 random others (seeded)."""
-    loss = model.loss(data.X_test, data.y_test)
-    top = np.argsort(-loss, kind="stable")[:3]
-    rest = np.setdiff1d(np.arange(loss.size), top)
-    rnd = np.random.default_rng(seed).choice(rest, 3, replace=False)
-    return np.concatenate([top, rnd]).astype(np.int64)
 
 
 def _quantities(eff):
