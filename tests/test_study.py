@@ -177,3 +177,12 @@ def test_run_command_checks_out_before_working(tmp_path, capsys):
     assert "--out" in capsys.readouterr().err
     assert main(["run", "--n-jobs", "0"]) == 2
     assert main(["run", "--seed", "-1"]) == 2
+
+
+def test_cross_validation_warns_at_the_edge_of_its_grid(cancer):
+    from groupinf.model_selection import cross_validate_l2
+
+    X, y = cancer
+    with pytest.warns(UserWarning, match="edge of the grid"):
+        l2, scores = cross_validate_l2(X, y, grid=(1.0, 10.0))
+    assert scores["best"] == 1.0 and l2 == pytest.approx(y.size)

@@ -69,6 +69,15 @@ def cross_validate_l2(X, y, grid=DEFAULT_GRID, *, n_folds=3, seed=0):
             known = np.isin(y[test], m.classes_)
             losses.append(float(np.mean(m.loss(X[test][known], y[test][known]))))
         mean_loss[gi] = float(np.mean(losses))
-    best = float(grid[int(np.argmin(mean_loss))])
+    best_i = int(np.argmin(mean_loss))
+    best = float(grid[best_i])
+    if grid.size > 1 and grid[best_i] in (grid.min(), grid.max()):
+        warnings.warn(
+            f"the best l2_reg / n ({best:g}) is at the edge of the grid "
+            f"[{grid.min():g}, {grid.max():g}]; a value beyond it may be "
+            f"better: extend the grid",
+            UserWarning,
+            stacklevel=2,
+        )
     return best * n, {"grid": grid.tolist(), "mean_logloss": mean_loss,
                       "best": best}
