@@ -42,7 +42,8 @@ from . import _newton
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects
-from ._woodbury import (GroupSolver, curvature_rows, not_positive_definite,
+from ._woodbury import (GroupSolver, curvature_rows, hat_block,
+                        not_positive_definite, top_eigenvalue,
                         woodbury_is_cheaper)
 
 METHODS = ("first-order", "newton", "second-order", "basu-second-order")
@@ -215,17 +216,12 @@ def _row_sums(C, per_entry):
 # ---------------------------------------------------------------------------
 
 
-def _rows(ctx, g):
-    idx, w = group_rows(ctx.W, g)  # W stores removed weights s_i c_Ui
-    return idx, w
-
-
 def _newton_steps(model, ctx, GU, first):
     obj = ctx.objective
     dtheta = np.zeros_like(GU)
     leverage = np.zeros(GU.shape[0])
     for g in range(GU.shape[0]):
-        idx, w = _rows(ctx, g)
+        idx, w = group_rows(ctx.W, g)  # W holds removed weights s_i c_Ui
         if idx.size == 0:
             continue
         if woodbury_is_cheaper(obj, idx.size):
@@ -286,16 +282,12 @@ def _leverage(model, ctx):
     obj = ctx.objective
     out = np.zeros(ctx.W.shape[0])
     for g in range(out.size):
-        idx, w = _rows(ctx, g)
+        idx, w = group_rows(ctx.W, g)  # W holds removed weights s_i c_Ui
         if idx.size == 0:
             continue
         if woodbury_is_cheaper(obj, idx.size):
             A = curvature_rows(obj, ctx.curv, idx, w)
-            Y = _newton.solve(model.hessian_factor_, A)
-            M = A @ Y.T
-            m = M.shape[0]
-            out[g] = float(sla.eigvalsh(0.5 * (M + M.T),
-                                        subset_by_index=[m - 1, m - 1])[0])
+            out[g] = top_eigenvalue(hat_block(model.hessian_factor_, A)[1])
         else:
             out[g] = _leverage_dense(model, obj.loss_hessian(ctx.curv, idx, w))
     return out

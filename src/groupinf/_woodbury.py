@@ -27,16 +27,14 @@ class GroupSolver:
     def __init__(self, L, A, group=None, leverage=True):
         self.L = L
         self.A = A
-        self.Y = _newton.solve(L, A)
-        M = A @ self.Y.T
-        M = 0.5 * (M + M.T)
+        self.Y, M = hat_block(L, A)
         m = M.shape[0]
         # The leverage costs an eigenvalue problem of order m; without it,
         # the Cholesky factorisation of I - M is the positive-definiteness
         # check.
         self.leverage = None
         if leverage:
-            self.leverage = float(sla.eigvalsh(M, subset_by_index=[m - 1] * 2)[0])
+            self.leverage = top_eigenvalue(M)
             if self.leverage >= 1 - 1e-10:
                 raise not_positive_definite(group, self.leverage)
         try:
@@ -51,6 +49,18 @@ class GroupSolver:
         U = _newton.solve(self.L, B)
         C = sla.cho_solve(self._cho, (U @ self.A.T).T, check_finite=False)
         return U + (self.Y.T @ C).T
+
+
+def hat_block(L, A):
+    """Y = A H^-1 and the group's hat-matrix block M = A H^-1 A^T."""
+    Y = _newton.solve(L, A)
+    M = A @ Y.T
+    return Y, 0.5 * (M + M.T)
+
+
+def top_eigenvalue(M):
+    m = M.shape[0]
+    return float(sla.eigvalsh(M, subset_by_index=[m - 1, m - 1])[0])
 
 
 def woodbury_is_cheaper(objective, n_points):
