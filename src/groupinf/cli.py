@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from ._influence import influence
 from ._model import fit
 from ._retrain import retrain
 from .model_selection import cross_validate_l2
-from .study import choose_test_points
+from .study import choose_test_points, write_json
 
 
 def _parser():
@@ -253,26 +252,12 @@ def _write_outputs(out, data, l2_reg, cv, test_idx, labels, kinds, pred, act,
         "fit": {"n_iter": model.n_iter_, "grad_norm": model.grad_norm_},
         "agreement": table, "timings_s": times,
     }
-    with open(os.path.join(out, "metrics.json"), "w") as fh:
-        json.dump(json_safe(meta), fh, indent=2, allow_nan=False)
+    write_json(os.path.join(out, "metrics.json"), meta)
 
 
 def _num(x):
     """A float as the shortest text that reads back exactly."""
     return repr(float(x))
-
-
-def json_safe(obj):
-    """NaN and infinities become null: strict JSON readers reject them."""
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def check_out_dir(out):

@@ -22,6 +22,13 @@ except ImportError as exc:  # pragma: no cover - depends on extras
 from . import metrics
 
 
+def _save(fig, path, rect=None):
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _kind_colours(kinds):
     uniq = sorted(set(kinds))
     cmap = plt.get_cmap("tab10")
@@ -58,10 +65,7 @@ def scatter_grid(path, title, pred_q, act_q, kinds, names=None):
     fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)),
                fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, rect=(0, 0.06, 1, 0.96))
 
 
 def leverage_hist(path, title, leverage, kinds):
@@ -75,10 +79,7 @@ def leverage_hist(path, title, leverage, kinds):
     ax.set_ylabel("groups")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sweep_plot(path, title, rows):
@@ -93,10 +94,7 @@ def sweep_plot(path, title, rows):
     ax.set_ylabel("Spearman, predicted vs actual")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def study_figures(out, title, preds, actual, kinds, result):

@@ -264,22 +264,28 @@ def _load_effects(path, fingerprint):
     return GroupEffects(method=method, **fields), done
 
 
-def _write_json(path, obj):
-    from .cli import json_safe
-
+def write_json(path, obj):
+    """Write strict JSON atomically (NaN and infinities become null)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump(json_safe(obj), fh, indent=2, default=_json_default,
-                  allow_nan=False)
+        json.dump(json_safe(obj), fh, indent=2, allow_nan=False)
     os.replace(tmp, path)
 
 
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(type(o).__name__)
+def json_safe(obj):
+    """NumPy values as plain ones; NaN and infinities as None (strict JSON
+    readers reject them)."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 # ---------------------------------------------------------------------------
@@ -343,7 +349,7 @@ def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
            "n_groups": len(groups), "groups_dropped_emptying_a_class": dropped}
     fp = _fingerprint(cfg)
     cfg["fingerprint"] = fp
-    _write_json(cfg_path, cfg)
+    write_json(cfg_path, cfg)
     _save_groups(out, groups, names, kinds, n)
     say(f"{len(groups)} groups of {len(set(kinds))} types ({dropped} dropped: "
         f"they would remove a whole class); test points {test_idx.tolist()}")
@@ -381,7 +387,7 @@ def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
               "refit_max_grad_norm": float(np.max(actual.grad_norm))}
     if sweep_l2:
         result["sweep_l2"] = sweep(data, groups, test_idx, seed=seed, say=say)
-    _write_json(os.path.join(out, "metrics.json"), result)
+    write_json(os.path.join(out, "metrics.json"), result)
     _write_csv(os.path.join(out, "groups.csv"), names, kinds, preds, actual)
     figs = _figures(out, data.name, preds, actual, kinds, result)
     summary = summary_table(table)
@@ -409,7 +415,7 @@ def _save_groups(out, groups, names, kinds, n):
     C = G.as_matrix(groups, n)
     np.savez(os.path.join(out, "groups.npz"), indptr=C.indptr,
              indices=C.indices, data=C.data, shape=np.array(C.shape))
-    _write_json(os.path.join(out, "groups.json"),
+    write_json(os.path.join(out, "groups.json"),
                 {"names": names, "kinds": kinds})
 
 
