@@ -12,7 +12,8 @@
 #
 # Rows are gathered in chunks into a (chunk, d + 1) buffer, so memory stays
 # O(chunk * d) whatever n is, and a group's Hessian H_U is the same call on the
-# group's rows only. No Python loop ever runs over examples.
+# group's rows only. No Python loop ever runs over examples. The chunk length
+# (default 1024 rows) changes only the order of the floating-point sums.
 
 from libc.math cimport sqrt
 from libc.stdlib cimport malloc, free
@@ -20,7 +21,6 @@ from scipy.linalg.cython_blas cimport dsyrk
 
 from groupinf._blas cimport blas_int
 
-DEF CHUNK = 1024
 
 
 cdef void _fill_chunk(
@@ -56,7 +56,7 @@ cdef void _symmetrize_block(
 
 cdef int _binary_hessian(
     const double[:, ::1] X, const long long[::1] rows, const double[::1] coef,
-    double[:, ::1] H,
+    double[:, ::1] H, Py_ssize_t CHUNK,
 ) noexcept nogil:
     cdef Py_ssize_t n_rows = rows.shape[0], d = X.shape[1], start, m, t, j
     cdef blas_int dp1 = <blas_int> (d + 1), k
@@ -90,7 +90,7 @@ cdef int _binary_hessian(
 
 cdef int _multinomial_hessian(
     const double[:, ::1] X, const long long[::1] rows, const double[::1] coef,
-    const double[:, ::1] prob, double[:, ::1] H,
+    const double[:, ::1] prob, double[:, ::1] H, Py_ssize_t CHUNK,
 ) noexcept nogil:
     cdef Py_ssize_t n_rows = rows.shape[0], d = X.shape[1], K = prob.shape[1]
     cdef Py_ssize_t p = K * (d + 1), start, m, t, j, k, l, i
@@ -136,7 +136,7 @@ cdef int _multinomial_hessian(
     return 0
 
 
-def binary_hessian(X, rows, coef, H_out):
+def binary_hessian(X, rows, coef, H_out, Py_ssize_t chunk=1024):
     """H_out = sum_r coef[r] * xt_{rows[r]} xt_{rows[r]}^T, xt = [x, 1]."""
     cdef const double[:, ::1] Xv = X
     cdef const long long[::1] rv = rows
@@ -147,13 +147,15 @@ def binary_hessian(X, rows, coef, H_out):
         raise ValueError("H_out must have shape (d + 1, d + 1)")
     if cv.shape[0] != rv.shape[0]:
         raise ValueError("rows and coef must have the same length")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
     with nogil:
-        status = _binary_hessian(Xv, rv, cv, Hv)
+        status = _binary_hessian(Xv, rv, cv, Hv, chunk)
     if status != 0:
         raise MemoryError("could not allocate the Hessian work buffer")
 
 
-def multinomial_hessian(X, rows, coef, prob, H_out):
+def multinomial_hessian(X, rows, coef, prob, H_out, Py_ssize_t chunk=1024):
     """Softmax Hessian of the loss over the given rows, internal layout."""
     cdef const double[:, ::1] Xv = X, pv = prob
     cdef const long long[::1] rv = rows
@@ -165,7 +167,9 @@ def multinomial_hessian(X, rows, coef, prob, H_out):
         raise ValueError("H_out must have shape (K (d + 1), K (d + 1))")
     if cv.shape[0] != rv.shape[0]:
         raise ValueError("rows and coef must have the same length")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
     with nogil:
-        status = _multinomial_hessian(Xv, rv, cv, pv, Hv)
+        status = _multinomial_hessian(Xv, rv, cv, pv, Hv, chunk)
     if status != 0:
         raise MemoryError("could not allocate the Hessian work buffer")

@@ -9,6 +9,8 @@ Effects are new minus old for removing a group (its weights s_i -> 0).
 """
 
 from . import datasets, groups, metrics
+from ._cg import ConvergenceError
+from ._config import get_options, options
 from ._influence import influence
 from ._model import LogisticModel, fit
 from ._newton import ConvergenceWarning, SingularHessianError
@@ -18,14 +20,17 @@ from ._retrain import retrain
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceError",
     "ConvergenceWarning",
     "GroupEffects",
     "LogisticModel",
     "SingularHessianError",
     "datasets",
     "fit",
+    "get_options",
     "groups",
     "influence",
     "metrics",
+    "options",
     "retrain",
 ]

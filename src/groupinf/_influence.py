@@ -38,7 +38,7 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.special import logsumexp
 
-from . import _newton
+from . import _cg, _newton
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects
@@ -47,10 +47,13 @@ from ._woodbury import (GroupSolver, curvature_rows, hat_block,
                         woodbury_is_cheaper)
 
 METHODS = ("first-order", "newton", "second-order", "basu-second-order")
+SOLVERS = ("cholesky", "cg")
 
 
 def influence(model, X, y, groups, X_test=None, y_test=None, *,
-              method="first-order", plugin=False, diagnostics=False):
+              method="first-order", plugin=False, diagnostics=False,
+              solver="cholesky", cg_tol=1e-10, cg_maxiter=None,
+              on_unconverged="raise"):
     """Predict the effect of removing each group from the training data.
 
     Parameters
@@ -68,7 +71,25 @@ def influence(model, X, y, groups, X_test=None, y_test=None, *,
         Evaluate losses at theta_hat + d_theta instead of linearising them.
     diagnostics : bool, default False
         Also compute ``leverage_max``, the largest eigenvalue of
-        H^-1/2 H_U H^-1/2 per group (always computed for ``newton``).
+        H^-1/2 H_U H^-1/2 per group (always computed for ``newton`` with
+        the Cholesky solver).
+    solver : {"cholesky", "cg"}, default "cholesky"
+        ``"cholesky"`` uses the fit's cached factor of H (and, for Newton, a
+        Woodbury update or a fresh factor of H - H_U). ``"cg"`` solves with
+        conjugate gradients on exact Hessian-vector products (two GEMMs
+        over X per iteration, Jacobi-preconditioned), never touching the
+        factor: the independent route, and the one for problems where a
+        p x p factor is the bottleneck.
+    cg_tol : float, default 1e-10
+        CG target for the true relative residual ||b - A x|| / ||b||.
+    cg_maxiter : int, optional
+        CG iterations per system; default 2 p within [50, 10000].
+    on_unconverged : {"raise", "flag"}, default "raise"
+        What a CG system that misses ``cg_tol`` (or meets negative
+        curvature) means: a :class:`groupinf.ConvergenceError` naming the
+        worst group, its residual and iterations, or a result whose
+        ``solver_converged`` is False for those groups (their numbers are
+        then the last iterate and must not be used as converged ones).
 
     Returns
     -------
@@ -77,13 +98,19 @@ def influence(model, X, y, groups, X_test=None, y_test=None, *,
         ``test_margin`` (G, T) for binary models, ``test_loss`` (G, T),
         ``param_norm_h`` (G,) = ||d_theta||_H, and ``leverage_max`` (G,)
         when requested. ``newton`` raises if removing a group leaves
-        H - H_U not positive definite.
+        H - H_U not positive definite. Every result carries the solve's
+        report: ``solver_residual`` (true relative residual of each group's
+        linear solve(s), the larger of two for second-order tiers),
+        ``solver_iterations`` (CG iterations; 0 for direct solves) and
+        ``solver_converged``.
     """
     _check_method(method)
     if not isinstance(plugin, bool) or not isinstance(diagnostics, bool):
         raise TypeError("plugin and diagnostics must be True or False")
     out = predict_all(model, X, y, groups, X_test, y_test, methods=(method,),
-                      plugins=(plugin,), diagnostics=diagnostics)
+                      plugins=(plugin,), diagnostics=diagnostics,
+                      solver=solver, cg_tol=cg_tol, cg_maxiter=cg_maxiter,
+                      on_unconverged=on_unconverged)
     return out[method + ("+plugin" if plugin else "")]
 
 
@@ -93,22 +120,30 @@ def _check_method(method):
 
 
 def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
-                methods=METHODS, plugins=(False, True), diagnostics=False):
+                methods=METHODS, plugins=(False, True), diagnostics=False,
+                solver="cholesky", cg_tol=1e-10, cg_maxiter=None,
+                on_unconverged="raise"):
     """Several tiers at once, sharing the checks, g_U and each tier's step.
 
     Returns a dict keyed ``method`` or ``method+plugin``.
     """
     for m in methods:
         _check_method(m)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if on_unconverged not in ("raise", "flag"):
+        raise ValueError(f"on_unconverged must be 'raise' or 'flag', got "
+                         f"{on_unconverged!r}")
+    cg_tol, cg_maxiter = _cg.check_options(cg_tol, cg_maxiter)
     t0 = time.perf_counter()
     ctx = prepare(model, X, y, groups, X_test, y_test)
     obj = ctx.objective
-    L = model.hessian_factor_
+    solves = _Solves(model, ctx, solver, cg_tol, cg_maxiter, on_unconverged)
 
     # 1. Group gradients g_U and the first-order step H^-1 g_U.
     GU = obj.weighted_rows_gradient(ctx.dloss, ctx.W)
-    first = obj.centre(_newton.solve(L, GU))
-    corr = None
+    first, first_rep = solves.full(GU)
+    corr = corr_rep = None
     shared = time.perf_counter() - t0
 
     results = {}
@@ -118,13 +153,14 @@ def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
         # 2. The tier's parameter change.
         leverage = None
         if method == "first-order":
-            dtheta = first
+            dtheta, report = first, first_rep
         elif method == "newton":
-            dtheta, leverage = _newton_steps(model, ctx, GU, first)
+            dtheta, leverage, report = solves.newton(GU)
         else:
             if corr is None:
-                corr = obj.centre(_newton.solve(
-                    L, obj.group_hessian_vec(ctx.W, ctx.curv, first)))
+                corr, corr_rep = solves.full(
+                    obj.group_hessian_vec(ctx.W, ctx.curv, first))
+            report = first_rep.combine(corr_rep)
             if method == "second-order":
                 dtheta = first + corr
             else:
@@ -148,6 +184,10 @@ def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
                 group_weight=group_weight(ctx.W),
                 param_norm_h=norm_h,
                 leverage_max=leverage,
+                solver=solver,
+                solver_iterations=report.n_iter,
+                solver_residual=report.residual,
+                solver_converged=report.converged,
                 timings={"shared": shared, "step": step_time,
                          "quantities": time.perf_counter() - t},
                 **fields,
@@ -212,11 +252,117 @@ def _row_sums(C, per_entry):
 
 
 # ---------------------------------------------------------------------------
+# Linear solves with H and H - H_U, and their reports
+# ---------------------------------------------------------------------------
+
+
+class _Report:
+    """Per-group solve report: iterations, true relative residual, converged."""
+
+    def __init__(self, n_iter, residual, converged):
+        self.n_iter, self.residual, self.converged = n_iter, residual, converged
+
+    def combine(self, other):
+        return _Report(self.n_iter + other.n_iter,
+                       np.maximum(self.residual, other.residual),
+                       self.converged & other.converged)
+
+
+class _Solves:
+    """H^-1 B and (H - H_U)^-1 g_U by the cached factor or by CG."""
+
+    def __init__(self, model, ctx, solver, tol, maxiter, on_unconverged):
+        self.model, self.ctx, self.obj = model, ctx, ctx.objective
+        self.solver, self.tol, self.maxiter = solver, tol, maxiter
+        self.on_unconverged = on_unconverged
+        self._diag = None
+
+    # -- operators -----------------------------------------------------------
+
+    def _h(self, V):
+        # H v for centred directions (the dense regularised H when the fit
+        # has it, which is cheaper than two passes over X for small p).
+        if self.solver == "cholesky":
+            return V @ self.model._hessian_reg
+        return self.obj.centre(self.obj.hessian_vec(self.ctx.curv,
+                                                    self.ctx.s, V))
+
+    def _h_minus_hu(self, V, idx):
+        return self._h(V) - self.obj.group_hessian_vec(
+            self.ctx.W[idx], self.ctx.curv, V)
+
+    def _residual(self, B, X, apply):
+        bn = np.linalg.norm(B, axis=1)
+        r = np.linalg.norm(B - apply(X), axis=1)
+        return np.divide(r, bn, out=np.zeros_like(r), where=bn > 0)
+
+    def _precond(self, R, idx):
+        if self._diag is None:
+            self._diag = self.obj.hessian_diag(self.ctx.curv, self.ctx.s)
+        return self.obj.centre(R / self._diag)
+
+    def _cg(self, B, matvec, what, remedy):
+        res = _cg.cg(matvec, B, tol=self.tol, maxiter=self.maxiter,
+                     precond=self._precond)
+        if self.on_unconverged == "raise":
+            _cg.raise_if_failed(res, what, remedy)
+        return self.obj.centre(res.x), _Report(res.n_iter, res.residual,
+                                                res.converged)
+
+    # -- solves --------------------------------------------------------------
+
+    def full(self, B):
+        """H^-1 b_g for every row (centred), with its report."""
+        G = B.shape[0]
+        if self.solver == "cg":
+            return self._cg(
+                B, lambda V, idx: self._h(V), "influence (H^-1 g)",
+                "The Hessian is too ill-conditioned for this budget: increase "
+                "cg_maxiter, loosen cg_tol, increase l2_reg, or use "
+                "solver='cholesky'.")
+        X = self.obj.centre(_newton.solve(self.model.hessian_factor_, B))
+        return X, self._direct_report(B, X, self._h, "H")
+
+    def newton(self, GU):
+        """(H - H_U)^-1 g_U per group, the leverage (or None), the report."""
+        if self.solver == "cg":
+            dtheta, rep = self._cg(
+                GU, self._h_minus_hu, "one-step Newton ((H - H_U)^-1 g_U)",
+                "H - H_U is too ill-conditioned (or not positive definite) "
+                "for this budget: increase cg_maxiter or l2_reg, or use "
+                "solver='cholesky'.")
+            return dtheta, None, rep
+        dtheta, leverage = _newton_steps(self.model, self.ctx, GU)
+        rep = self._direct_report(
+            GU, dtheta, lambda V: self._h_minus_hu(V, np.arange(V.shape[0])),
+            "H - H_U")
+        return dtheta, leverage, rep
+
+    def _direct_report(self, B, X, apply, name):
+        resid = self._residual(B, X, apply)
+        ok = resid <= _DIRECT_RTOL
+        if self.on_unconverged == "raise" and not ok.all():
+            g = int(np.argmax(resid))
+            raise _cg.ConvergenceError(
+                f"the Cholesky solve with {name} lost its accuracy: relative "
+                f"residual {resid[g]:.3e} for group {g} (limit "
+                f"{_DIRECT_RTOL:.0e}); the matrix is too ill-conditioned at "
+                f"this regularisation. Increase l2_reg, or pass "
+                f"on_unconverged='flag' to get the numbers flagged.")
+        return _Report(np.zeros(B.shape[0], dtype=np.int64), resid, ok)
+
+
+# A direct solve whose residual exceeds this has lost its digits to the
+# conditioning of the matrix; it is reported as not converged.
+_DIRECT_RTOL = 1e-6
+
+
+# ---------------------------------------------------------------------------
 # Newton steps and the group's leverage
 # ---------------------------------------------------------------------------
 
 
-def _newton_steps(model, ctx, GU, first):
+def _newton_steps(model, ctx, GU):
     obj = ctx.objective
     dtheta = np.zeros_like(GU)
     leverage = np.zeros(GU.shape[0])

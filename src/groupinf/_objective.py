@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from . import _groupsum, _hessian, _loss
+from . import _config, _groupsum, _hessian, _loss
 
 
 class Objective:
@@ -198,6 +198,57 @@ class Objective:
             vals = w * (P * Z - P * np.sum(P * Z, axis=1, keepdims=True))
         return self.entry_sums(W, vals)
 
+    def hessian_vec(self, curv, s, U, chunk=None):
+        """(H_loss + penalty) u_g for G directions, without forming H.
+
+        ``curv`` and ``s`` as in :meth:`loss_hessian` (every row, weights
+        s); ``U`` is (G, p) internal layout. Two GEMMs (X U^T, then X^T of
+        the scaled logits) per chunk of directions; ``chunk`` bounds the
+        (n, chunk, K') work array (default: about 32 MB of it). The flat
+        softmax direction gets no curvature here: callers keep directions
+        centred (see :meth:`centre`). A direction's result can differ in
+        the last bits with the number of directions multiplied alongside
+        it (BLAS kernels change with matrix shapes).
+        """
+        U = np.ascontiguousarray(U, dtype=np.float64)
+        G = U.shape[0]
+        K, d1 = self.n_logits, self.n_features + 1
+        if chunk is None:
+            chunk = max(1, (1 << 22) // max(1, self.n_samples * K))
+        out = np.empty_like(U)
+        for lo in range(0, G, chunk):
+            V = U[lo:lo + chunk].reshape(-1, K, d1)
+            m = V.shape[0]
+            coef = V[:, :, :-1].reshape(m * K, d1 - 1)
+            Z = np.asarray(self.X @ coef.T).reshape(self.n_samples, m, K)
+            Z += V[:, :, -1][None, :, :]
+            if self.binary:
+                A = (s * curv)[:, None, None] * Z
+            else:
+                P = curv[:, None, :]
+                A = P * Z
+                A -= P * np.sum(A, axis=2, keepdims=True)
+                A *= s[:, None, None]
+            A2 = A.reshape(self.n_samples, m * K)
+            res = np.empty((m, K, d1))
+            res[:, :, :-1] = np.asarray(self.X.T @ A2).T.reshape(m, K, d1 - 1)
+            res[:, :, -1] = A.sum(axis=0)
+            out[lo:lo + m] = res.reshape(m, -1)
+        out += self.reg_diag * U
+        return out
+
+    def hessian_diag(self, curv, s):
+        """The diagonal of H_loss + penalty (a Jacobi preconditioner), (p,)."""
+        X2 = self.X.multiply(self.X) if self.sparse else self.X * self.X
+        if self.binary:
+            c = (s * curv)[:, None]
+        else:
+            c = s[:, None] * curv * (1.0 - curv)
+        out = np.empty((self.n_logits, self.n_features + 1))
+        out[:, :-1] = np.asarray(X2.T @ c).T
+        out[:, -1] = c.sum(axis=0)
+        return out.ravel() + self.reg_diag
+
     def point_gradients(self, dloss, X):
         """Per-example loss gradients as rows, shape (n_points, p)."""
         dl = dloss.reshape(dloss.shape[0], -1)
@@ -220,10 +271,11 @@ class Objective:
         H = np.empty((self.n_params, self.n_params))
         if self.sparse:
             return _sparse_hessian(self, curv, rows, coef)
+        chunk = _config.get("chunk_rows")
         if self.binary:
-            _hessian.binary_hessian(self.X, rows, coef * curv[rows], H)
+            _hessian.binary_hessian(self.X, rows, coef * curv[rows], H, chunk)
         else:
-            _hessian.multinomial_hessian(self.X, rows, coef, curv, H)
+            _hessian.multinomial_hessian(self.X, rows, coef, curv, H, chunk)
         return H
 
     def regularised(self, H_loss, scale=None):

@@ -40,6 +40,14 @@ class GroupEffects:
         refit, its Newton steps, and whether it reached its target.
     grad_tol : ndarray of shape (n_groups,) or None
         The target each refit had to reach.
+    solver : str or None
+        How the predicted effects' linear systems were solved
+        (``"cholesky"`` or ``"cg"``; ``influence`` only).
+    solver_iterations, solver_residual, solver_converged : ndarray or None
+        Per group (``influence`` only): CG iterations (0 for direct solves),
+        the true relative residual ||b - A x|| / ||b|| of the solve(s) behind
+        the group's step (the larger one when a tier needs two), and whether
+        it met the solver's target.
     """
 
     method: str
@@ -55,6 +63,10 @@ class GroupEffects:
     grad_tol: np.ndarray | None = None
     n_iter: np.ndarray | None = None
     converged: np.ndarray | None = None
+    solver: str | None = None
+    solver_iterations: np.ndarray | None = None
+    solver_residual: np.ndarray | None = None
+    solver_converged: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
 
     @property
@@ -84,7 +96,9 @@ class GroupEffects:
             if arr is not None:
                 for t in range(arr.shape[1]):
                     cols[f"{name}_{t}"] = arr[:, t]
-        for name in ("grad_norm", "grad_tol", "n_iter", "converged"):
+        for name in ("grad_norm", "grad_tol", "n_iter", "converged",
+                     "solver_iterations", "solver_residual",
+                     "solver_converged"):
             arr = getattr(self, name)
             if arr is not None:
                 cols[name] = arr

@@ -29,7 +29,7 @@ from ._woodbury import GroupSolver, curvature_rows, woodbury_is_cheaper
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
-            tol=None, max_iter=100, progress=None):
+            tol=None, max_iter=100, progress=None, batch_size=None):
     """Measure the effect of removing each group by refitting the model.
 
     Parameters
@@ -48,6 +48,10 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
         Newton steps per refit.
     progress : bool, optional
         Show a progress bar (default: when stderr is a terminal).
+    batch_size : int, optional
+        Binary dense data: groups whose refits advance together, sharing
+        each pass over X as one GEMM (default: up to 64, keeping the (n, B)
+        logit buffer near 32 MB). Changes speed and memory, not results.
 
     Returns
     -------
@@ -65,6 +69,8 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     _check_model(model)
     tol = model._tol if tol is None else _validation.check_tol(tol)
     max_iter = _validation.check_positive_int(max_iter, "max_iter")
+    if batch_size is not None:
+        batch_size = _validation.check_positive_int(batch_size, "batch_size")
     if n_jobs is not None:
         _check_n_jobs(n_jobs, None)
     ctx = prepare(model, X, y, groups, X_test, y_test)
@@ -81,7 +87,7 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     if obj.binary and not obj.sparse:
         # Binary dense data: refits advance together, sharing each pass
         # over X as one GEMM (see _refit_batch); stragglers finish alone.
-        size = _batch_size(obj.n_samples)
+        size = batch_size or _batch_size(obj.n_samples)
         for lo in range(0, G, size):
             ids = np.arange(lo, min(G, lo + size))
             for g, res in zip(ids, _refit_batch(model, ctx, ids, tol, max_iter,

@@ -24,6 +24,7 @@ checked against the config's fingerprint; a mismatch starts afresh.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -62,8 +63,6 @@ def _top_features(data, k):
     X = data.X_train
     nnz = np.asarray((X != 0).sum(axis=0)).ravel()
     keep = np.sort(np.argsort(-nnz, kind="stable")[:k])
-    import dataclasses
-
     return dataclasses.replace(
         data, X_train=X[:, keep], X_test=data.X_test[:, keep],
         feature_names=tuple(np.asarray(data.feature_names)[keep]))
@@ -203,9 +202,27 @@ def quantities(eff):
     return q
 
 
+def usable(preds, actual):
+    """Groups whose numbers may enter a statistic: every refit certified
+    (``actual.converged``) and every tier's solve converged. A refit or solve
+    that missed its target is reported in the tables, never averaged in."""
+    ok = np.ones(actual.n_groups, dtype=bool)
+    if actual.converged is not None:
+        ok &= actual.converged
+    for eff in preds.values():
+        if eff.solver_converged is not None:
+            ok &= eff.solver_converged
+    return ok
+
+
 def agreement(preds, actual, kinds):
-    """metrics[tier][quantity][group type or 'all'] -> dict of statistics."""
+    """metrics[tier][quantity][group type or 'all'] -> dict of statistics.
+
+    Groups that fail :func:`usable` are left out of every statistic; their
+    count is ``excluded`` in each entry.
+    """
     kinds = np.asarray(kinds)
+    ok = usable(preds, actual)
     qa = quantities(actual)
     out = {}
     for tier, eff in preds.items():
@@ -214,10 +231,13 @@ def agreement(preds, actual, kinds):
         for name in qa:
             if name not in qp:
                 continue
-            row = {"all": metrics.agreement(qp[name], qa[name])}
-            for kind in np.unique(kinds):
-                sel = kinds == kind
-                row[kind] = metrics.agreement(qp[name][sel], qa[name][sel])
+            row = {}
+            for kind in ["all"] + list(np.unique(kinds)):
+                sel = np.ones(kinds.size, dtype=bool) if kind == "all" \
+                    else kinds == kind
+                row[kind] = metrics.agreement(qp[name][sel & ok],
+                                              qa[name][sel & ok])
+                row[kind]["excluded"] = int(np.sum(sel & ~ok))
             out[tier][name] = row
     return out
 
@@ -255,13 +275,12 @@ def _load_effects(path, fingerprint):
             fields = {k: f[k] for k in f.files if not k.startswith("_")}
             done = f["_done"] if "_done" in f.files else None
             method = str(f["_method"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        eff = _from_arrays(method, fields)
+    except (OSError, ValueError, KeyError, TypeError, EOFError,
+            zipfile.BadZipFile) as exc:
         warnings.warn(f"ignoring damaged file {path}: {exc}", stacklevel=2)
         return None, None
-    for name in ("test_loss", "test_margin", "self_margin", "param_norm_h",
-                 "leverage_max", "grad_norm", "grad_tol", "n_iter", "converged"):
-        fields.setdefault(name, None)
-    return GroupEffects(method=method, **fields), done
+    return eff, done
 
 
 def write_json(path, obj):
@@ -384,6 +403,7 @@ def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
     table = agreement(preds, actual, kinds)
     result = {"config": cfg, "timings_s": timings, "agreement": table,
               "refits_converged": bool(np.all(actual.converged)),
+              "groups_excluded": int(np.sum(~usable(preds, actual))),
               "refit_max_grad_norm": float(np.max(actual.grad_norm))}
     if sweep_l2:
         result["sweep_l2"] = sweep(data, groups, test_idx, seed=seed, say=say)
@@ -455,10 +475,21 @@ def _merge(arrays, new, ids, n_groups):
 
 
 def _from_arrays(method, arrays):
+    """A GroupEffects from saved arrays; ValueError if they do not fit together."""
     fields = dict(arrays)
-    for name in ("test_loss", "test_margin", "self_margin", "param_norm_h",
-                 "leverage_max", "grad_norm", "grad_tol", "n_iter", "converged"):
+    for name in ("test_loss", "test_margin"):
         fields.setdefault(name, None)
+    known = {f.name for f in dataclasses.fields(GroupEffects)}
+    if not set(fields) <= known or "params" not in fields:
+        raise ValueError(f"unexpected arrays {sorted(set(fields) - known)}")
+    G = fields["params"].shape[0] if fields["params"].ndim == 2 else -1
+    for name, arr in fields.items():
+        if arr is not None and (arr.ndim == 0 or arr.shape[0] != G
+                                or arr.dtype.kind not in "fiub"):
+            raise ValueError(f"array {name!r} does not match {G} groups")
+        if arr is not None and arr.dtype.kind == "f" and not np.all(
+                np.isfinite(arr) | (name == "leverage_max")):
+            raise ValueError(f"array {name!r} has non-finite entries")
     return GroupEffects(method=method, **fields)
 
 
