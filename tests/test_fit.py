@@ -165,12 +165,21 @@ def test_max_iter_reached_warns_with_the_numbers(cancer):
     with pytest.warns(
         groupinf.ConvergenceWarning,
         match=r"fit did not converge: \|\|grad F\|\| = .* after "
-        r"1 Newton steps, target .*max_iter",
+        r"1 Newton steps \(\d+ line-search evaluations, 1 factorisations\), "
+        r"target .*max_iter",
     ):
         m = groupinf.fit(X, y, 0.01, max_iter=1)
     assert not m.converged_
     assert m.grad_norm_ > m.grad_tol_
     assert m.n_iter_ == 1
+    assert m.n_factorizations_ == 1 and m.n_evaluations_ >= 2
+
+
+def test_line_search_work_is_reported(cancer, cancer_model):
+    m = cancer_model
+    assert m.converged_
+    assert m.n_evaluations_ >= m.n_iter_ + 1
+    assert 1 <= m.n_factorizations_ <= m.n_iter_
 
 
 def test_looser_tol_gives_a_looser_certificate(cancer, cancer_model):

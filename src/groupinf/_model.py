@@ -35,6 +35,10 @@ class LogisticModel:
     l2_reg : float
     n_iter_ : int
         Newton steps taken.
+    n_evaluations_ : int
+        Objective and gradient evaluations, line-search trials included.
+    n_factorizations_ : int
+        Hessian factorisations (the Newton matrix is refreshed lazily).
     grad_norm_ : float
         ||grad F|| at the returned parameters (the convergence certificate).
     grad_tol_ : float
@@ -53,6 +57,8 @@ class LogisticModel:
         self.classes_ = classes
         self.l2_reg = objective.l2_reg
         self.n_iter_ = result.n_iter
+        self.n_evaluations_ = result.n_evaluations
+        self.n_factorizations_ = result.n_factorizations
         self.grad_norm_ = result.grad_norm
         self.grad_tol_ = result.tol_abs
         self.converged_ = result.converged

@@ -77,6 +77,7 @@ class NewtonResult:
     n_iter: int
     n_factorizations: int
     converged: bool
+    n_evaluations: int = 0  # objective/gradient evaluations (line-search trials)
 
 
 def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
@@ -106,6 +107,7 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
     gn = float(np.linalg.norm(g))
     L, fresh = hessian_factor, False
     n_iter = n_fact = 0
+    n_eval = 1
     col, s_total = objective.abs_col_sums(s), float(np.sum(s))
     p = objective.n_params
     keep_ratio = 0.25 if p ** 2 < 60 * objective.n_samples * objective.n_logits \
@@ -130,6 +132,7 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         for _ in range(60):
             trial = theta + t * step
             f_new, g_new = objective.objgrad(trial, s, work)
+            n_eval += 1
             gn_new = float(np.linalg.norm(g_new))
             if np.isfinite(f_new) and (
                 f_new <= f + 1e-4 * t * slope
@@ -155,7 +158,8 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
             L = None
         fresh = False
 
-    return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, gn <= tol_abs)
+    return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, gn <= tol_abs,
+                        n_eval)
 
 
 def _logit_scale(theta, col, s_total, objective):
@@ -177,7 +181,9 @@ def hessian_at(objective, theta, s):
 def warn_not_converged(what, result, remedy):
     warnings.warn(
         f"{what} did not converge: ||grad F|| = {result.grad_norm:.3e} after "
-        f"{result.n_iter} Newton steps, target {result.tol_abs:.3e}. {remedy}",
+        f"{result.n_iter} Newton steps ({result.n_evaluations} line-search "
+        f"evaluations, {result.n_factorizations} factorisations), target "
+        f"{result.tol_abs:.3e}. {remedy}",
         ConvergenceWarning,
         stacklevel=3,
     )
