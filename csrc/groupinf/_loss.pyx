@@ -38,6 +38,23 @@ cdef inline double _sigmoid(double z) noexcept nogil:
     return e / (1.0 + e)
 
 
+cdef inline double _bin_loss(double z, double y) noexcept nogil:
+    # softplus(z) - y z for y in {0, 1}, written without the cancellation
+    # of softplus(z) - z when y = 1 (a well-classified point keeps its
+    # digits): softplus(-z) = softplus(z) - z.
+    if y > 0.5:
+        return _softplus(-z)
+    return _softplus(z)
+
+
+cdef inline double _bin_dloss(double z, double y) noexcept nogil:
+    # sigma(z) - y for y in {0, 1}: sigma(z) - 1 = -sigma(-z), so a saturated
+    # positive point gets -e^-z with full relative accuracy, not 0.
+    if y > 0.5:
+        return -_sigmoid(-z)
+    return _sigmoid(z)
+
+
 cdef inline double _sigmoid_curv(double z) noexcept nogil:
     # sigma(z) * (1 - sigma(z)) = e^-|z| / (1 + e^-|z|)^2, no cancellation.
     cdef double e = exp(-fabs(z))
@@ -62,26 +79,43 @@ def binary_pointwise(
     cdef Py_ssize_t i, n = z.shape[0]
     with nogil:
         for i in range(n):
-            loss_out[i] = _softplus(z[i]) - y[i] * z[i]
-            dloss_out[i] = _sigmoid(z[i]) - y[i]
+            loss_out[i] = _bin_loss(z[i], y[i])
+            dloss_out[i] = _bin_dloss(z[i], y[i])
             d2loss_out[i] = _sigmoid_curv(z[i])
 
 
 cdef void _softmax_row(
     const double* zrow, Py_ssize_t n_classes, double* prob, double* lse
 ) noexcept nogil:
-    # Shift by the row maximum so the largest exponent is e^0 = 1.
-    cdef Py_ssize_t k
-    cdef double zmax = zrow[0], total = 0.0
+    # Shift by the row maximum so the largest exponent is e^0 = 1; the other
+    # terms are summed apart, so log(total) = log1p(rest) keeps its digits
+    # when the top class dominates.
+    cdef Py_ssize_t k, kmax = 0
+    cdef double zmax = zrow[0], total, rest = 0.0
     for k in range(1, n_classes):
         if zrow[k] > zmax:
             zmax = zrow[k]
+            kmax = k
     for k in range(n_classes):
         prob[k] = exp(zrow[k] - zmax)
-        total += prob[k]
+        if k != kmax:
+            rest += prob[k]
+    total = 1.0 + rest
     for k in range(n_classes):
         prob[k] /= total
-    lse[0] = zmax + log(total)
+    lse[0] = zmax + log1p(rest)
+
+
+cdef inline void _true_class_residual(double* prob, Py_ssize_t n_classes,
+                                      Py_ssize_t y) noexcept nogil:
+    # p_y - 1 = -(sum of the other probabilities): no cancellation when the
+    # true class is predicted with near certainty.
+    cdef Py_ssize_t k
+    cdef double others = 0.0
+    for k in range(n_classes):
+        if k != y:
+            others += prob[k]
+    prob[y] = -others
 
 
 def multinomial_pointwise(
@@ -124,8 +158,8 @@ cdef double _binary_objgrad_dense(
     # 2. Weighted loss; z is overwritten by the residual s_i * dl/dz_i.
     for i in range(n):
         z[i] += b
-        obj += s[i] * (_softplus(z[i]) - y[i] * z[i])
-        r = s[i] * (_sigmoid(z[i]) - y[i])
+        obj += s[i] * _bin_loss(z[i], y[i])
+        r = s[i] * _bin_dloss(z[i], y[i])
         gb += r
         z[i] = r
 
@@ -169,7 +203,7 @@ cdef double _multinomial_objgrad_dense(
         zy = Z[i, y[i]]
         _softmax_row(&Z[i, 0], K, &Z[i, 0], &lse)
         obj += w * (lse - zy)
-        Z[i, y[i]] -= 1.0
+        _true_class_residual(&Z[i, 0], K, y[i])
         for k in range(K):
             Z[i, k] *= w
             grad[k, d] += Z[i, k]
@@ -209,8 +243,8 @@ cdef double _binary_objgrad_csr(
         acc = theta[d]
         for q in range(indptr[i], indptr[i + 1]):
             acc += data[q] * theta[indices[q]]
-        obj += s[i] * (_softplus(acc) - y[i] * acc)
-        r = s[i] * (_sigmoid(acc) - y[i])
+        obj += s[i] * _bin_loss(acc, y[i])
+        r = s[i] * _bin_dloss(acc, y[i])
         z[i] = r
         grad[d] += r
         for q in range(indptr[i], indptr[i + 1]):
@@ -249,7 +283,7 @@ cdef double _multinomial_objgrad_csr(
         w = s[i]
         _softmax_row(&Z[i, 0], K, &Z[i, 0], &lse)
         obj += w * (lse - zy)
-        Z[i, y[i]] -= 1.0
+        _true_class_residual(&Z[i, 0], K, y[i])
         for k in range(K):
             Z[i, k] *= w
             grad[k, d] += Z[i, k]
@@ -381,15 +415,15 @@ cdef void _binary_objgrad_batch(
         for q in range(rm_indptr[b], rm_indptr[b + 1]):
             i = rm_indices[q]
             z = Z[i, b] + theta[b, d]
-            obj[b] -= rm_frac[q] * s[i] * (_softplus(z) - y[i] * z)
+            obj[b] -= rm_frac[q] * s[i] * _bin_loss(z, y[i])
 
     # 3. Full-weight loss and residuals s_i (sigma(z) - y_i), in place.
     for i in range(n):
         for b in range(B):
             z = Z[i, b] + theta[b, d]
             w = s[i]
-            obj[b] += w * (_softplus(z) - y[i] * z)
-            Z[i, b] = w * (_sigmoid(z) - y[i])
+            obj[b] += w * _bin_loss(z, y[i])
+            Z[i, b] = w * _bin_dloss(z, y[i])
 
     # 4. Scale the removed rows' residuals by (1 - frac).
     for b in range(B):

@@ -16,6 +16,17 @@ from ._objective import Objective
 # ~1e-2; a certified fit gives ~1e-13).
 _MISMATCH_RTOL = 1e-7
 
+# One more Newton step from theta_hat, H^-1 grad F, estimates how far the
+# fitted parameters are from the optimum. A certified gradient bounds that
+# distance only through the smallest curvature of H, which can be as small as
+# l2_reg or below (separable classes, constant or duplicated columns, a class
+# with almost no weight): then the step is large although the gradient met
+# its target, and every effect computed at theta_hat would be wrong. With the
+# default tol the step must stay below this fraction of ||theta|| (certified
+# fits give ~1e-10); a looser tol loosens it in proportion.
+_UNDETERMINED_RTOL = 1e-6
+_UNDETERMINED_TOL_REF = 1e-12
+
 
 @dataclass
 class Context:
@@ -61,7 +72,8 @@ def prepare(model, X, y, groups, X_test, y_test):
     obj = Objective(X, codes, model.n_classes, model.l2_reg)
     s = model.sample_weight_
     theta = model._theta
-    _check_same_data(model, obj, theta, s)
+    g = _check_same_data(model, obj, theta, s)
+    _check_determined(model, obj, theta, g)
 
     C = _groups.as_matrix(groups, X.shape[0])
     _groups.check_kept_classes(C, codes, s, model.classes_)
@@ -88,6 +100,27 @@ def _check_same_data(model, obj, theta, s):
             f"the objective at the fitted parameters is {gn:.3e} on them "
             f"(the fit certified {model.grad_norm_:.3e}). Pass the training "
             f"data, in the same row order, that groupinf.fit received."
+        )
+    return g
+
+
+def _check_determined(model, obj, theta, g):
+    from ._newton import SingularHessianError, solve
+
+    step = float(np.linalg.norm(obj.centre(solve(model.hessian_factor_, g))))
+    size = max(1.0, float(np.linalg.norm(theta)))
+    limit = _UNDETERMINED_RTOL * max(1.0, model._tol / _UNDETERMINED_TOL_REF)
+    if not step <= limit * size:  # also catches a NaN step
+        raise SingularHessianError(
+            f"the fitted parameters are not determined to working precision: "
+            f"one more Newton step from them moves theta by {step:.3e} "
+            f"({step / size:.1e} of its norm, limit {limit:.0e}) although the "
+            f"fit certified ||grad F|| = {model.grad_norm_:.3e}. The Hessian "
+            f"is nearly singular along some direction (separable classes, a "
+            f"constant, duplicated or badly scaled column, or a class with "
+            f"almost no weight, at l2_reg = {model.l2_reg:.3g}), so effects "
+            f"computed at these parameters would be wrong. Increase l2_reg, "
+            f"or drop or standardise the offending columns of X."
         )
 
 

@@ -11,7 +11,12 @@ fixed-matrix iteration where the old matrix is good enough.
 
 Stopping is on ||grad F|| <= tol * scale, with scale the sum of the
 gradient's absolute terms: a gradient cannot be evaluated more accurately than
-a few ulps of that, so tol ~ 1e-12 means "at round-off level".
+a few ulps of that, so tol ~ 1e-12 means "at round-off level". The scale
+bounds every |dl/dz| by 1, so on a plateau where every point is classified
+with a huge margin (separable data, tiny l2_reg) the gradient can pass it far
+from the optimum; a fit is therefore certified only when, in addition, the
+Newton step from the current factor is below ``STEP_RTOL`` of ||theta||: the
+parameters themselves have stopped moving.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 from . import _linalg
 
 _EPS = np.finfo(np.float64).eps
+STEP_RTOL = 1e-9
 
 
 class ConvergenceWarning(UserWarning):
@@ -50,6 +56,13 @@ def factor(H, what="the Hessian"):
     if info < 0:  # an argument error inside LAPACK would be our bug
         raise RuntimeError(f"dpotrf rejected argument {-info}")
     return L
+
+
+def settled(L, g, theta):
+    """Whether the Newton step -L^-T L^-1 g is negligible against theta."""
+    step = solve(L, g)
+    return bool(np.linalg.norm(step) <= STEP_RTOL * max(
+        1.0, float(np.linalg.norm(theta))))
 
 
 def solve(L, B):
@@ -113,11 +126,30 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
     keep_ratio = 0.25 if p ** 2 < 60 * objective.n_samples * objective.n_logits \
         else 0.6
 
-    while gn > tol_abs and n_iter < max_iter:
+    L_last, done, last_step, progress = L, False, np.inf, True
+    while n_iter < max_iter:
+        if gn <= tol_abs:
+            # The gradient test passed; certify only if the parameters have
+            # stopped moving too (see the module docstring).
+            if L_last is None:
+                L_last = factor(hessian_at(objective, theta, s))
+                n_fact += 1
+            step_norm = float(np.linalg.norm(solve(L_last, g)))
+            if step_norm <= STEP_RTOL * max(1.0, float(np.linalg.norm(theta))):
+                done = True
+                break
+            if step_norm > 0.5 * last_step and not progress:
+                # Exact Newton steps neither shrink nor lower F beyond its
+                # rounding: the parameters are not determined more finely
+                # than this in floating point.
+                break
+            last_step = step_norm
+            L = None
         n_iter += 1
         if L is None:
             L, fresh = factor(hessian_at(objective, theta, s)), True
             n_fact += 1
+            L_last = L
 
         # 1. Direction from the current factor, kept off the flat direction.
         step = objective.centre(-solve(L, g))
@@ -153,13 +185,19 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         #    enough for its cost: a wide model's factorisation costs many
         #    gradient passes, so slower contraction is still a bargain.
         ratio = gn_new / gn if gn > 0 else 0.0
+        # Real progress: Armijo's decrease itself, not the round-off
+        # allowance (which is how a rounding floor gets accepted).
+        progress = bool(f_new < f and f_new <= f + 1e-4 * t * slope)
         theta, f, g, gn = objective.centre(trial), f_new, g_new, gn_new
         if ratio > keep_ratio:
             L = None
         fresh = False
 
-    return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, gn <= tol_abs,
-                        n_eval)
+    if not done and gn <= tol_abs and n_iter >= max_iter:
+        L_last = L_last if L_last is not None else factor(
+            hessian_at(objective, theta, s))
+        done = settled(L_last, g, theta)
+    return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, done, n_eval)
 
 
 def _logit_scale(theta, col, s_total, objective):

@@ -135,7 +135,10 @@ class Objective:
         prob = np.empty_like(Z)
         _loss.multinomial_pointwise(Z, y, loss, prob)
         dloss = prob.copy()
-        dloss[np.arange(n), y] -= 1.0
+        # p_y - 1 as minus the other probabilities: no cancellation.
+        rows = np.arange(n)
+        dloss[rows, y] = 0.0
+        dloss[rows, y] = -dloss.sum(axis=1)
         return loss, dloss, prob
 
     def weighted_rows_gradient(self, dloss, C):

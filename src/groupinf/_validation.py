@@ -25,7 +25,9 @@ def check_X(X, name="X", n_features=None):
         X.indptr = X.indptr.astype(np.int32, copy=False)
         data = X.data
     else:
-        if hasattr(X, "to_numpy"):  # pandas objects
+        if hasattr(X, "columns") and hasattr(X, "dtypes"):
+            X = _frame_to_array(X, name)
+        elif hasattr(X, "to_numpy"):  # other pandas objects
             X = X.to_numpy()
         arr = np.asarray(X)
         if arr.dtype.kind not in "biuf":
@@ -57,6 +59,31 @@ def check_X(X, name="X", n_features=None):
             f"{n_features}"
         )
     return X
+
+
+def _frame_to_array(frame, name):
+    # A DataFrame mixing bool, integer, float or nullable columns converts
+    # to an object array, so each column's kind is checked instead and the
+    # whole frame is converted to float64 at once (pd.NA becomes NaN, which
+    # the finiteness check then reports).
+    for col, dtype in zip(frame.columns, frame.dtypes):
+        kind = getattr(dtype, "kind", "O")
+        categories = getattr(dtype, "categories", None)
+        if categories is not None:  # categorical: its values' kind counts
+            kind = getattr(categories.dtype, "kind", "O")
+        if kind not in "biuf":
+            raise TypeError(
+                f"{name} must hold real numbers, but its column {col!r} has "
+                f"dtype {dtype}; encode that column numerically (e.g. one-hot) "
+                f"or drop it"
+            )
+    try:
+        return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        # Some extension types (categoricals) refuse na_value: column by column.
+        columns = [np.asarray(frame.iloc[:, j], dtype=np.float64)
+                   for j in range(frame.shape[1])]
+        return np.column_stack(columns) if columns else np.empty(frame.shape)
 
 
 def _check_sparse_structure(X, name):
@@ -92,6 +119,13 @@ def check_labels(y, name="y", n_samples=None, x_name="X"):
         raise ValueError(f"{name} contains NaN or infinite values")
     if y.dtype.kind == "O" and any(v is None for v in y):
         raise ValueError(f"{name} contains missing (None) labels")
+    if y.dtype.kind == "O" and any(map(_is_missing, y)):
+        # pandas turns missing strings into NaN and missing nullable values
+        # into pd.NA; without this they would surface as unorderable types.
+        raise ValueError(
+            f"{name} contains missing (NaN or NA) labels; drop those rows or "
+            f"give them a label"
+        )
     if y.dtype.kind not in "biufUSO":
         raise TypeError(f"{name} has unsupported dtype {y.dtype}")
     if n_samples is not None and y.shape[0] != n_samples:
@@ -116,6 +150,12 @@ def check_labels(y, name="y", n_samples=None, x_name="X"):
                 f"labels of one type"
             ) from None
     return y
+
+
+def _is_missing(value):
+    if isinstance(value, float):
+        return bool(np.isnan(value))
+    return type(value).__name__ == "NAType"  # pandas.NA, without pandas
 
 
 def encode_labels(y, classes, name="y"):

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_labels, check_positive_int, check_X
+from ._validation import (
+    _check_sparse_structure,
+    check_labels,
+    check_positive_int,
+    check_X,
+)
 
 
 def as_matrix(groups, n_samples):
@@ -46,6 +51,7 @@ def as_matrix(groups, n_samples):
             "groups must be a list of index arrays or boolean masks, or a "
             "sparse (n_groups, n_samples) matrix"
         )
+    groups = list(groups)
     parts = [_group_indices(group, g, n_samples) for g, group in
              enumerate(groups)]
     if not parts:
@@ -56,11 +62,11 @@ def as_matrix(groups, n_samples):
     M = sp.csr_matrix((np.ones(indices.size), indices, indptr),
                       shape=(len(parts), n_samples))
     M.sort_indices()
-    _check_unique(M)
+    _check_unique(M, groups)
     return M
 
 
-def _check_unique(M):
+def _check_unique(M, groups):
     # After sorting each row, a repeated index is two equal neighbours that
     # belong to the same row.
     same = np.diff(M.indices) == 0
@@ -72,9 +78,17 @@ def _check_unique(M):
     if dup.size:
         q = int(dup[0])
         g = int(np.searchsorted(M.indptr, q, side="right") - 1)
+        hint = ""
+        given = np.asarray(groups[g])
+        if given.shape == (M.shape[1],) and np.all((given == 0) | (given == 1)):
+            # A 0/1 vector of integers of length n is a mask in disguise.
+            hint = (
+                f" (it is a 0/1 vector of length {M.shape[1]}: to use it as "
+                f"a mask, pass it as .astype(bool))"
+            )
         raise ValueError(
             f"groups[{g}] lists index {int(M.indices[q])} more than once; "
-            f"each index may appear once per group"
+            f"each index may appear once per group{hint}"
         )
 
 
@@ -90,12 +104,16 @@ def _group_indices(group, g, n_samples):
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        hint = ""
+        if arr.ndim == 1 and arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+            # Float indices are refused as NumPy refuses them, but say how.
+            hint = "; these floats are whole numbers: pass them as .astype(int)"
         raise TypeError(
             f"groups[{g}] must be a 1-D array of integer indices or a boolean "
-            f"mask, got dtype {arr.dtype} and shape {arr.shape}"
+            f"mask, got dtype {arr.dtype} and shape {arr.shape}{hint}"
         )
-    idx = arr.astype(np.int64, copy=False)
-    lo, hi = int(idx.min()), int(idx.max())
+    # Compare before any cast: uint64 values above 2^63 would wrap negative.
+    lo, hi = int(arr.min()), int(arr.max())
     if lo < 0:
         raise ValueError(
             f"groups[{g}] has negative index {lo}; indices must lie in "
@@ -106,10 +124,18 @@ def _group_indices(group, g, n_samples):
             f"groups[{g}] has index {hi}, out of range for {n_samples} "
             f"training rows"
         )
-    return idx
+    return arr.astype(np.int64, copy=False)
 
 
 def _check_matrix(M, n_samples):
+    if M.dtype.kind not in "biuf":
+        raise TypeError(
+            f"groups matrix must hold real fractions in [0, 1], got dtype "
+            f"{M.dtype}"
+        )
+    # Malformed index arrays would make the conversions below (and the
+    # kernels) read out of bounds.
+    _check_sparse_structure(M, "groups matrix")
     M = sp.csr_matrix(M, dtype=np.float64)
     M.sum_duplicates()
     if M.ndim != 2 or M.shape[1] != n_samples:
