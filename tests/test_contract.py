@@ -479,3 +479,21 @@ def test_saved_effects_that_do_not_fit_together_are_refused(tmp_path, saved,
         warnings.simplefilter("always")
         assert study._load_effects(path, "fp-1") == (None, None)
     assert any("ignoring damaged file" in str(w.message) for w in caught)
+
+
+def test_blas_gets_the_cores_groupinf_threads_leave():
+    import os
+
+    from groupinf import _config
+
+    def blas_threads():
+        info = [i for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+        return {i["num_threads"] for i in info}
+
+    before = blas_threads()
+    with _config.blas_threads_for(2):
+        assert blas_threads() == {max(1, (os.cpu_count() or 1) // 2)}
+    assert blas_threads() == before
+    with _config.blas_threads_for(1):
+        assert blas_threads() == before

@@ -13,6 +13,7 @@ are global to the process (not per thread).
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 
 import numpy as np
@@ -51,3 +52,28 @@ def options(**kwargs):
     finally:
         _OPTIONS.clear()
         _OPTIONS.update(old)
+
+
+def have_threadpoolctl():
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@contextmanager
+def blas_threads_for(n_workers):
+    """While ``n_workers`` groupinf threads run, give BLAS the remaining
+    cores (cores // n_workers each, at least 1), so the two together never
+    exceed the machine. Needs threadpoolctl (installed with scikit-learn);
+    without it nothing is changed, and groupinf's own default is one thread
+    (see ``retrain``'s ``n_jobs``)."""
+    if n_workers <= 1 or not have_threadpoolctl():
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    cores = os.cpu_count() or 1
+    with threadpool_limits(limits=max(1, cores // n_workers), user_api="blas"):
+        yield

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _loss, _newton, _validation
+from . import _config, _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
@@ -29,7 +29,8 @@ from ._woodbury import GroupSolver, curvature_rows, woodbury_is_cheaper
 
 
 def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
-            tol=None, max_iter=100, progress=None, batch_size=None):
+            tol=None, max_iter=100, progress=None, batch_size=None,
+            executor=None, batch_groups=None, retries=2):
     """Measure the effect of removing each group by refitting the model.
 
     Parameters
@@ -41,7 +42,10 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     n_jobs : int, optional
         Threads over groups; None means one per core (``os.cpu_count()``),
         or one thread for models with more than 500 parameters, whose refits
-        already keep every core busy inside BLAS.
+        already keep every core busy inside BLAS. While k > 1 threads run,
+        BLAS gets cores // k threads each (through threadpoolctl, installed
+        with scikit-learn), so threads never outnumber cores; without
+        threadpoolctl the default is one thread.
     tol : float, optional
         Relative gradient tolerance of every refit (default: the model's).
     max_iter : int, default 100
@@ -52,6 +56,19 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
         Binary dense data: groups whose refits advance together, sharing
         each pass over X as one GEMM (default: up to 64, keeping the (n, B)
         logit buffer near 32 MB). Changes speed and memory, not results.
+    executor : concurrent.futures.Executor or distributed.Client, optional
+        Run the refits there instead of in local threads: groups are split
+        into tasks of ``batch_groups`` groups, each running this function on
+        its batch (one thread per task); results come back in group order.
+        A Dask client gets the model and data scattered to every worker once,
+        and re-runs the tasks of a worker that dies; other executors get the
+        data with every task (few, large tasks). See ``_distribute``.
+    batch_groups : int, optional
+        Groups per task with an executor (default: about four tasks per Dask
+        worker, one task per executor worker otherwise).
+    retries : int, default 2
+        With an executor: times a failed task is re-run before its error
+        propagates.
 
     Returns
     -------
@@ -74,6 +91,10 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     if n_jobs is not None:
         _check_n_jobs(n_jobs, None)
     ctx = prepare(model, X, y, groups, X_test, y_test)
+    if executor is not None:
+        return _on_executor(executor, model, X, y, ctx, X_test, y_test, tol,
+                            max_iter, batch_size, batch_groups, retries,
+                            progress, t0)
     obj = ctx.objective
     n_jobs = _check_n_jobs(n_jobs, obj)
     G = ctx.n_groups
@@ -99,25 +120,53 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
             results[g] = one(g)
             bar.update()
     else:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        with _config.blas_threads_for(n_jobs), \
+                ThreadPoolExecutor(max_workers=n_jobs) as pool:
             for g, res in enumerate(pool.map(one, range(G))):
                 results[g] = res
                 bar.update()
 
     out = _collect(results, ctx, obj, model)
     out.timings = {"total": time.perf_counter() - t0}
+    _warn_unconverged(out)
+    return out
+
+
+def _on_executor(executor, model, X, y, ctx, X_test, y_test, tol, max_iter,
+                 batch_size, batch_groups, retries, progress, t0):
+    from . import _distribute
+
+    if not (_distribute.is_dask_client(executor)
+            or callable(getattr(executor, "submit", None))):
+        raise TypeError(
+            f"executor must be a concurrent.futures.Executor or a Dask "
+            f"distributed Client, got {type(executor).__name__}")
+    if batch_groups is not None:
+        batch_groups = _validation.check_positive_int(batch_groups,
+                                                      "batch_groups")
+    retries = _validation.check_positive_int(retries, "retries", minimum=0)
+    kwargs = {"tol": tol, "max_iter": max_iter, "n_jobs": 1,
+              "batch_size": batch_size}
+    out = _distribute.run(executor, model, X, y, ctx.C, X_test, y_test,
+                          kwargs=kwargs, batch_groups=batch_groups,
+                          retries=retries, progress=progress)
+    out.timings["total"] = time.perf_counter() - t0
+    _warn_unconverged(out)
+    return out
+
+
+def _warn_unconverged(out):
     n_bad = int(np.sum(~out.converged))
     if n_bad:
         worst = int(np.argmax(out.grad_norm / out.grad_tol))
         warnings.warn(
-            f"{n_bad} of {G} refits did not converge (worst: group {worst}, "
-            f"||grad F|| = {out.grad_norm[worst]:.3e}, target "
+            f"{n_bad} of {out.n_groups} refits did not converge (worst: group "
+            f"{worst}, ||grad F|| = {out.grad_norm[worst]:.3e}, target "
             f"{out.grad_tol[worst]:.3e}); see GroupEffects.converged. "
             f"Increase max_iter or l2_reg.",
             _newton.ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return out
 
 
 def _check_model(model):
@@ -135,7 +184,7 @@ def _check_n_jobs(n_jobs, objective):
         # Wide models spend their time inside multithreaded BLAS (solves and
         # factorisations with p > 500); threads over groups on top of that
         # only oversubscribe the cores.
-        if objective.n_params > 500:
+        if objective.n_params > 500 or not _config.have_threadpoolctl():
             return 1
         return max(1, os.cpu_count() or 1)
     return _validation.check_positive_int(n_jobs, "n_jobs")
@@ -231,7 +280,12 @@ def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
         still = []
         for j in active:
             gn = float(np.linalg.norm(grad[j]))
-            if gn <= setups[j][3]:
+            if gn <= setups[j][3] and not _newton.settled(setups[j][4], grad[j],
+                                                          theta[j]):
+                # The gradient test passed on a plateau: the exact path
+                # (fresh Hessians) finishes it, with its own certificate.
+                stragglers.append((j, theta[j], n_iter[j]))
+            elif gn <= setups[j][3]:
                 out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], True)
             elif n_iter[j] >= max_iter:
                 out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], False)
@@ -270,7 +324,8 @@ def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
                                theta0=theta0, n_done=done, setup=setups[j])
 
     if stragglers:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        with _config.blas_threads_for(min(n_jobs, len(stragglers))), \
+                ThreadPoolExecutor(max_workers=n_jobs) as pool:
             for j, res in pool.map(finish_alone, stragglers):
                 out[j] = res
     return out

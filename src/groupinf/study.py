@@ -314,8 +314,12 @@ def json_safe(obj):
 
 def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
                    n_jobs=None, progress=None, sweep_l2=False, max_features=None,
-                   plugin=True, say=print):
-    """Run (or continue) the study on one data set; returns the metrics."""
+                   plugin=True, say=print, executor=None):
+    """Run (or continue) the study on one data set; returns the metrics.
+
+    ``executor`` (a ``concurrent.futures.Executor`` or a Dask ``Client``)
+    runs the refits there; see :func:`groupinf.retrain`.
+    """
     t_start = time.perf_counter()
     os.makedirs(out, exist_ok=True)
     data = load_any(dataset, max_features)
@@ -396,7 +400,7 @@ def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
     # 4. Actual effects, in chunks saved as they finish.
     t = time.perf_counter()
     actual = _retrain_resumable(model, X, y, groups, Xt, yt, out, fp, n_jobs,
-                                progress)
+                                progress, executor=executor)
     timings["retrain"] = time.perf_counter() - t
 
     # 5. Agreement, tables, figures.
@@ -440,7 +444,7 @@ def _save_groups(out, groups, names, kinds, n):
 
 
 def _retrain_resumable(model, X, y, groups, Xt, yt, out, fp, n_jobs, progress,
-                       chunk=32):
+                       chunk=32, executor=None):
     path = os.path.join(out, "actual.npz")
     saved, done = _load_effects(path, fp)
     n_groups = len(groups)
@@ -453,10 +457,14 @@ def _retrain_resumable(model, X, y, groups, Xt, yt, out, fp, n_jobs, progress,
     if saved is not None:
         parts["all"] = saved
     arrays = None if saved is None else saved.arrays()
+    if executor is not None:
+        chunk *= 4  # saved every 128 groups; the executor splits them
     for lo in range(0, todo.size, chunk):
         ids = todo[lo:lo + chunk]
+        kw = {"executor": executor} if executor is not None else {
+            "n_jobs": n_jobs}
         eff = retrain(model, X, y, [groups[g] for g in ids], Xt, yt,
-                      n_jobs=n_jobs, progress=False)
+                      progress=False, **kw)
         arrays = _merge(arrays, eff.arrays(), ids, n_groups)
         done[ids] = True
         merged = _from_arrays("retrain", arrays)
