@@ -16,16 +16,19 @@ from ._model import LogisticModel, fit
 from ._newton import ConvergenceWarning, SingularHessianError
 from ._results import GroupEffects
 from ._retrain import retrain
+from .dependence import Dependence, dependence
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConvergenceError",
     "ConvergenceWarning",
+    "Dependence",
     "GroupEffects",
     "LogisticModel",
     "SingularHessianError",
     "datasets",
+    "dependence",
     "fit",
     "get_options",
     "groups",

@@ -11,6 +11,7 @@ writes the per-group numbers to CSV.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import sys
@@ -62,8 +63,9 @@ def _parser():
                           "or a .csv/.npz/.svmlight file")
     exp.add_argument("--out", default=None,
                      help="output folder (default: groupinf-study/<dataset>)")
-    exp.add_argument("--groups", type=int, default=20,
-                     help="groups per group type (default 20)")
+    exp.add_argument("--groups", type=int, default=None,
+                     help="groups per group type (default 20; 10 with "
+                          "--model mlp)")
     lam2 = exp.add_mutually_exclusive_group()
     lam2.add_argument("--l2", type=float, default=None, help="l2_reg to use")
     lam2.add_argument("--cv", action="store_true",
@@ -77,6 +79,44 @@ def _parser():
     exp.add_argument("--seed", type=int, default=0)
     exp.add_argument("--n-jobs", type=int, default=None)
     exp.add_argument("--no-progress", action="store_true")
+    exp.add_argument("--dask-scheduler", nargs="?", const="local",
+                     default=None, metavar="ADDRESS",
+                     help="run the refits on a Dask cluster at ADDRESS "
+                          "(e.g. tcp://10.0.0.5:8786); without an address, "
+                          "on a local cluster (needs groupinf[dask])")
+    exp.add_argument("--case", choices=("dependence", "sources"), default=None,
+                     help="a case study instead of the accuracy study: which "
+                          "training data a feature dependence comes from, or "
+                          "credit assignment to data sources")
+    exp.add_argument("--feature", default=None,
+                     help="--case dependence: a column name, an attribute "
+                          "with one-hot columns (e.g. sex), or a column index")
+    exp.add_argument("--source-column", default=None,
+                     help="--case sources: one source per value of this "
+                          "column (default for spam: labeling functions)")
+    # The non-convex study (groupinf.mlp_study); defaults are its own.
+    exp.add_argument("--model", choices=("logistic", "mlp"), default="logistic",
+                     help="logistic regression (default) or the MLP study "
+                          "(--l2 is then the weight decay, default 1.0)")
+    exp.add_argument("--seeds", type=int, default=3,
+                     help="--model mlp: SGD seeds per group (default 3; 50 "
+                          "for the full run)")
+    exp.add_argument("--hidden", default="128,32",
+                     help="--model mlp: hidden layer widths (default 128,32)")
+    exp.add_argument("--train-epochs", type=int, default=100,
+                     help="--model mlp: epochs training theta_0 (default 100)")
+    exp.add_argument("--epochs", type=int, default=20,
+                     help="--model mlp: SGD epochs per retrain (default 20)")
+    exp.add_argument("--lr", type=float, default=0.5,
+                     help="--model mlp: retraining step size (default 0.5)")
+    exp.add_argument("--batch-size", type=int, default=50,
+                     help="--model mlp: retraining mini-batch (default 50)")
+    exp.add_argument("--damping", type=float, default=None,
+                     help="--model mlp: damping of the curvature (default "
+                          "batch-size / (lr * epochs))")
+    exp.add_argument("--curvature", choices=("hessian", "gauss-newton"),
+                     default="hessian",
+                     help="--model mlp: exact Hessian (default) or Gauss-Newton")
 
     data = sub.add_parser("data", help="manage the local data cache")
     dsub = data.add_subparsers(dest="data_command", required=True)
@@ -103,18 +143,63 @@ def main(argv=None):
 def experiment_main(args):
     from .study import run_experiment
 
+    if args.model == "mlp":
+        from .mlp_study import experiment_main as mlp_main
+
+        return mlp_main(args, check_out_dir, say=_say)
+    if args.groups is None:
+        args.groups = 20
     if args.groups < 1:
         raise ValueError(f"--groups must be >= 1, got {args.groups}")
     check_common(args)
+    if args.case or args.feature is not None or args.source_column is not None:
+        from .casestudies import run_case
+
+        return run_case(args, check_out_dir, say=_say)
     name = os.path.basename(args.dataset).split(".")[0] or "data"
     out = args.out or os.path.join("groupinf-study", name)
     check_out_dir(out)
-    run_experiment(args.dataset, out, l2_reg=args.l2, per_type=args.groups,
-                   seed=args.seed, n_jobs=args.n_jobs,
-                   progress=False if args.no_progress else None,
-                   sweep_l2=args.sweep_l2, max_features=args.max_features,
-                   plugin=not args.no_plugin, say=_say)
+    with _dask_client(args.dask_scheduler, args.n_jobs) as client:
+        run_experiment(args.dataset, out, l2_reg=args.l2,
+                       per_type=args.groups, seed=args.seed,
+                       n_jobs=args.n_jobs,
+                       progress=False if args.no_progress else None,
+                       sweep_l2=args.sweep_l2, max_features=args.max_features,
+                       plugin=not args.no_plugin, say=_say, executor=client)
     return 0
+
+
+@contextlib.contextmanager
+def _dask_client(address, n_workers):
+    """A Dask client for --dask-scheduler (None: no client at all)."""
+    if address is None:
+        yield None
+        return
+    try:
+        import distributed
+    except ImportError:
+        raise ValueError("--dask-scheduler needs Dask: pip install "
+                         "'groupinf[dask]'") from None
+    if address == "local":
+        cluster = distributed.LocalCluster(
+            n_workers=n_workers or max(1, os.cpu_count() or 1),
+            threads_per_worker=1, dashboard_address=None)
+        _say(f"dask: local cluster with {len(cluster.workers)} workers")
+    else:
+        cluster = None
+        _say(f"dask: connecting to {address}")
+    try:
+        try:
+            client = distributed.Client(cluster if cluster else address,
+                                        timeout=30)
+        except OSError as exc:
+            raise OSError(f"--dask-scheduler: cannot reach {address}: {exc}") \
+                from None
+        with client:
+            yield client
+    finally:
+        if cluster is not None:
+            cluster.close()
 
 
 def _say(msg):
