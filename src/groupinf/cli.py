@@ -57,8 +57,9 @@ def _parser():
         "experiment",
         help="the full accuracy study: every group type and prediction tier",
     )
-    exp.add_argument("--dataset", default="adult",
-                     help="adult, mnist, mnist-10, spam, fashion-mnist, "
+    exp.add_argument("--dataset", default=None,
+                     help="adult (the default; mnist-10 with --model mlp), "
+                          "mnist, mnist-10, spam, fashion-mnist, "
                           "counterexample-curvature, counterexample-gaussian, "
                           "or a .csv/.npz/.svmlight file")
     exp.add_argument("--out", default=None,
@@ -146,7 +147,21 @@ def experiment_main(args):
     if args.model == "mlp":
         from .mlp_study import experiment_main as mlp_main
 
+        if args.dataset is None:
+            args.dataset = "mnist-10"
+        given = [flag for flag, value in (
+            ("--case", args.case), ("--feature", args.feature),
+            ("--source-column", args.source_column),
+            ("--dask-scheduler", args.dask_scheduler),
+            ("--cv", args.cv), ("--sweep-l2", args.sweep_l2))
+            if value not in (None, False)]
+        if given:
+            raise ValueError(f"--model mlp does not take {', '.join(given)} "
+                             f"(the MLP study has its own options; see "
+                             f"groupinf experiment --help)")
         return mlp_main(args, check_out_dir, say=_say)
+    if args.dataset is None:
+        args.dataset = "adult"
     if args.groups is None:
         args.groups = 20
     if args.groups < 1:
