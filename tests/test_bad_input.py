@@ -589,3 +589,22 @@ def test_fit_converges_when_large_logits_cancel():
         warnings.simplefilter("error")
         m = groupinf.fit(X, y, 5.9831e-4)
     assert m.converged_ and m.grad_norm_ <= m.grad_tol_
+
+
+def test_non_integer_float_labels_are_refused_even_when_few(cancer):
+    X, y = cancer
+    y = y.astype(float)
+    y[0] = 0.5  # would otherwise become a third "class"
+    with pytest.raises(ValueError, match=r"y looks continuous: 1 of .* 0\.5.*"
+                                         r"pass them as strings"):
+        groupinf.fit(X, y, 1.0)
+
+
+def test_complex_sparse_X_is_refused_like_dense(cancer):
+    X, y = cancer
+    for Xc in (X + 1j * X, sp.csr_matrix(X + 1j * X)):
+        with pytest.raises(TypeError, match="X must hold real numbers"):
+            groupinf.fit(Xc, y, 1.0)
+    m = groupinf.fit(X, y, 1.0)
+    with pytest.raises(TypeError, match="X_test must hold real numbers"):
+        groupinf.influence(m, X, y, [[0]], sp.csr_matrix(X[:3] + 1j), y[:3])

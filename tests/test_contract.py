@@ -456,44 +456,94 @@ def test_damaged_saved_effects_are_detected(saved, how):
         assert study._load_effects(path, "fp-1") == (None, None)
 
 
+def _resave(path, arrays, checksum):
+    arrays = dict(arrays)
+    arrays.pop("_checksum", None)
+    if checksum:
+        arrays["_checksum"] = np.array(study._checksum(arrays))
+    np.savez(path, **arrays)
+
+
+def _saved_arrays(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.mark.parametrize("checksum", [False, True])
 @pytest.mark.parametrize("bad", ["object", "short", "missing_params",
-                                 "unknown", "nan"])
-def test_saved_effects_that_do_not_fit_together_are_refused(tmp_path, saved,
-                                                            bad):
+                                 "missing_test_loss", "unknown", "nan",
+                                 "float32", "converged_int"])
+def test_saved_effects_that_were_altered_are_refused(saved, bad, checksum):
+    # Without a matching checksum any edit is caught by it; with one
+    # recomputed (a consistent but wrong file), the structural checks are.
     path, eff = saved
-    arrays = dict(eff.arrays())
+    arrays = _saved_arrays(path)
     if bad == "object":
         arrays["self_loss"] = np.array([{"x": 1}] * eff.n_groups, dtype=object)
     elif bad == "short":
         arrays["self_loss"] = arrays["self_loss"][:-1]
     elif bad == "missing_params":
         del arrays["params"]
+    elif bad == "missing_test_loss":
+        del arrays["test_loss"]
     elif bad == "unknown":
         arrays["surprise"] = np.zeros(eff.n_groups)
-    else:
+    elif bad == "nan":
         arrays["self_loss"] = arrays["self_loss"].copy()
         arrays["self_loss"][0] = np.nan
-    np.savez(path, _fingerprint=np.array("fp-1"), _method=np.array("m"),
-             **arrays)
+    elif bad == "float32":
+        arrays["params"] = arrays["params"].astype(np.float32)
+    else:
+        arrays["solver_converged"] = arrays["solver_converged"].astype(int)
+    if bad == "object":
+        np.savez(path, **arrays)  # cannot even be read without pickle
+    else:
+        _resave(path, arrays, checksum)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert study._load_effects(path, "fp-1") == (None, None)
+        out = study._load_effects(path, "fp-1")
+    if bad == "missing_test_loss" and checksum:
+        # A consistent file without test points is a valid file: the
+        # checksum is what protects a file that had them.
+        assert out[0] is not None and out[0].test_loss is None
+        return
+    assert out == (None, None)
     assert any("ignoring damaged file" in str(w.message) for w in caught)
 
 
-def test_blas_gets_the_cores_groupinf_threads_leave():
-    import os
+def test_refit_certificates_that_contradict_themselves_are_refused(tmp_path,
+                                                                   binary):
+    X, y, m = binary
+    r = groupinf.retrain(m, X, y, _groups(len(y)))
+    path = str(tmp_path / "actual.npz")
+    study._save_effects(path, r, "fp", done=np.ones(r.n_groups, dtype=bool))
+    arrays = _saved_arrays(path)
+    arrays["grad_norm"] = arrays["grad_norm"].copy()
+    arrays["grad_norm"][0] = 1e3  # "converged" with a huge gradient
+    _resave(path, arrays, checksum=True)
+    with pytest.warns(UserWarning, match="certificates are inconsistent"):
+        assert study._load_effects(path, "fp") == (None, None)
 
-    from groupinf import _config
 
-    def blas_threads():
-        info = [i for i in threadpoolctl.threadpool_info()
-                if i["user_api"] == "blas"]
-        return {i["num_threads"] for i in info}
+@pytest.mark.parametrize("how", ["directory", "not_npy", "done_float"])
+def test_saved_effects_of_the_wrong_kind_are_refused(saved, how):
+    import shutil
+    import zipfile
 
-    before = blas_threads()
-    with _config.blas_threads_for(2):
-        assert blas_threads() == {max(1, (os.cpu_count() or 1) // 2)}
-    assert blas_threads() == before
-    with _config.blas_threads_for(1):
-        assert blas_threads() == before
+    path, _ = saved
+    if how == "directory":
+        import os
+
+        os.remove(path)
+        os.mkdir(path)
+    elif how == "not_npy":
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr("extra.txt", b"hello")
+    else:
+        arrays = _saved_arrays(path)
+        arrays["_done"] = np.ones(3)
+        _resave(path, arrays, checksum=True)
+    with pytest.warns(UserWarning, match="ignoring damaged file"):
+        assert study._load_effects(path, "fp-1") == (None, None)
+    if how == "directory":
+        shutil.rmtree(path)

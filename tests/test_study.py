@@ -186,3 +186,35 @@ def test_cross_validation_warns_at_the_edge_of_its_grid(cancer):
     with pytest.warns(UserWarning, match="edge of the grid"):
         l2, scores = cross_validate_l2(X, y, grid=(1.0, 10.0))
     assert scores["best"] == 1.0 and l2 == pytest.approx(y.size)
+
+
+def test_run_on_a_softmax_dataset_drops_whole_class_groups(tmp_path, capsys,
+                                                           monkeypatch):
+    # Digits (10 classes) with an attribute whose values are the classes:
+    # those groups remove a whole class and are left out, and the softmax
+    # outputs have no margin columns.
+    import csv
+
+    from sklearn.datasets import load_digits
+
+    from groupinf import cli, datasets
+
+    X, y = load_digits(return_X_y=True)
+    X = X[:400] / 16.0
+    y = y[:400]
+    data = datasets.Dataset(
+        name="digits-small", X_train=X[:300], y_train=y[:300], X_test=X[300:],
+        y_test=y[300:], groups_train={"digit": y[:300].astype(str)},
+        groups_test={"digit": y[300:].astype(str)},
+        feature_names=tuple(f"p{i}" for i in range(64)),
+        description="scikit-learn digits")
+    monkeypatch.setattr(datasets, "load_dataset", lambda name: data)
+    out = tmp_path / "o"
+    code = cli.main(["run", "--l2", "1.0", "--out", str(out), "--n-random",
+                     "4", "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "10 left out for removing a whole class" in text
+    rows = list(csv.reader(open(out / "groups.csv")))
+    assert len(rows) == 1 + 4
+    assert not any("margin" in h for h in rows[0])

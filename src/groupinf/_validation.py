@@ -17,6 +17,11 @@ def check_X(X, name="X", n_features=None):
     if X is None:
         raise TypeError(f"{name} is required, got None")
     if sp.issparse(X):
+        if X.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} must hold real numbers, got a sparse matrix of dtype "
+                f"{X.dtype}"
+            )
         _check_sparse_structure(X, name)
         X = sp.csr_matrix(X, dtype=np.float64)
         X.sum_duplicates()
@@ -133,14 +138,16 @@ def check_labels(y, name="y", n_samples=None, x_name="X"):
             f"{name} has {y.shape[0]} labels but {x_name} has {n_samples} rows"
         )
     if y.dtype.kind == "f" and np.any(y != np.round(y)):
-        # Any distinct values may be labels, but a float vector with more
-        # distinct values than half its length is a regression target.
+        # As scikit-learn does: float labels with a fractional part are a
+        # regression target, not classes (the file loaders say the same).
+        frac = y[y != np.round(y)]
         n_distinct = np.unique(y).size
-        if n_distinct > max(2, y.size // 2):
-            raise ValueError(
-                f"{name} looks continuous ({n_distinct} distinct non-integer "
-                f"values in {y.size}); class labels are needed"
-            )
+        raise ValueError(
+            f"{name} looks continuous: {frac.size} of {y.size} labels are "
+            f"non-integer floats (e.g. {float(frac[0])!r}; {n_distinct} "
+            f"distinct values); class labels are needed. If such values "
+            f"really are classes, pass them as strings."
+        )
     if y.dtype.kind == "O":
         try:
             np.unique(y)

@@ -24,7 +24,7 @@ from ._influence import influence
 from ._model import fit
 from ._retrain import retrain
 from .model_selection import cross_validate_l2
-from .study import choose_test_points, write_json
+from .study import _drop_invalid, _top_features, choose_test_points, write_json
 
 
 def _parser():
@@ -47,6 +47,9 @@ def _parser():
                      help="choose l2_reg by 3-fold cross-validation (default)")
     run.add_argument("--n-random", type=int, default=40,
                      help="number of random groups (default 40)")
+    run.add_argument("--max-features", type=int, default=None,
+                     help="keep only the most frequently non-zero features "
+                          "(a bag of words' most frequent words)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--n-jobs", type=int, default=None,
                      help="threads for retraining (default: one per core)")
@@ -232,6 +235,8 @@ def run_main(args):
     # 1. Data and regularisation.
     t = time.perf_counter()
     data = datasets.load_dataset(args.dataset)
+    if args.max_features is not None and args.max_features < data.X_train.shape[1]:
+        data = _top_features(data, args.max_features)
     X, y = data.X_train, data.y_train
     n = X.shape[0]
     times["load"] = time.perf_counter() - t
@@ -259,10 +264,16 @@ def run_main(args):
     group_list = rand + attr
     kinds = ["random"] * len(rand) + ["attribute"] * len(attr)
     labels = [("random", f"size {k}") for k in sizes] + names
+    # A group that removes a whole class (e.g. "digit = 3") has no refit:
+    # the unpenalised intercept would run off. Left out, and said so.
+    group_list, labels, kinds, dropped = _drop_invalid(
+        group_list, labels, kinds, model, data)
+    n_rand = kinds.count("random")
     test_idx = choose_test_points(model, data, args.seed)
     Xt, yt = data.X_test[test_idx], data.y_test[test_idx]
-    _say(f"{len(group_list)} groups ({len(rand)} random, {len(attr)} by "
-         f"attribute value); test points {test_idx.tolist()}")
+    _say(f"{len(group_list)} groups ({n_rand} random, "
+         f"{len(group_list) - n_rand} by attribute value; {dropped} left out "
+         f"for removing a whole class); test points {test_idx.tolist()}")
 
     # 4. Predicted and actual effects.
     t = time.perf_counter()
@@ -327,9 +338,11 @@ def _write_outputs(out, data, l2_reg, cv, test_idx, labels, kinds, pred, act,
     header = ["group", "kind", "column", "value", "n_removed",
               "pred_self_loss", "actual_self_loss", "pred_param_norm",
               "actual_param_norm"]
+    margins = pred.test_margin is not None  # binary models only
     for t in range(T):
-        header += [f"pred_test_loss_{t}", f"actual_test_loss_{t}",
-                   f"pred_test_margin_{t}", f"actual_test_margin_{t}"]
+        header += [f"pred_test_loss_{t}", f"actual_test_loss_{t}"]
+        if margins:
+            header += [f"pred_test_margin_{t}", f"actual_test_margin_{t}"]
     header += ["refit_grad_norm", "refit_converged", "refit_newton_steps"]
     with open(os.path.join(out, "groups.csv"), "w", newline="") as fh:
         w = csv.writer(fh)
@@ -339,9 +352,10 @@ def _write_outputs(out, data, l2_reg, cv, test_idx, labels, kinds, pred, act,
                    _num(pred.self_loss[g]), _num(act.self_loss[g]),
                    _num(pred.param_norm[g]), _num(act.param_norm[g])]
             for t in range(T):
-                row += [_num(pred.test_loss[g, t]), _num(act.test_loss[g, t]),
-                        _num(pred.test_margin[g, t]),
-                        _num(act.test_margin[g, t])]
+                row += [_num(pred.test_loss[g, t]), _num(act.test_loss[g, t])]
+                if margins:
+                    row += [_num(pred.test_margin[g, t]),
+                            _num(act.test_margin[g, t])]
             row += [_num(act.grad_norm[g]), bool(act.converged[g]),
                     int(act.n_iter[g])]
             w.writerow(row)
@@ -375,6 +389,8 @@ def check_out_dir(out):
 
 
 def check_common(args):
+    if getattr(args, "max_features", None) is not None and args.max_features < 1:
+        raise ValueError(f"--max-features must be >= 1, got {args.max_features}")
     if args.n_jobs is not None and args.n_jobs < 1:
         raise ValueError(f"--n-jobs must be >= 1, got {args.n_jobs}")
     if args.seed < 0:

@@ -255,29 +255,49 @@ def _fingerprint(cfg):
 
 def _save_effects(path, eff, fingerprint, done=None):
     arrays = {k: v for k, v in eff.arrays().items()}
+    if done is not None:
+        arrays["_done"] = np.asarray(done, dtype=bool)
     arrays["_fingerprint"] = np.array(fingerprint)
     arrays["_method"] = np.array(eff.method)
-    if done is not None:
-        arrays["_done"] = done
+    arrays["_checksum"] = np.array(_checksum(arrays))
     tmp = path + ".tmp.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
 
 
+def _checksum(arrays):
+    # SHA-256 over every array's name, dtype, shape and bytes: a file whose
+    # arrays were dropped, retyped or edited no longer matches.
+    h = hashlib.sha256()
+    for name in sorted(k for k in arrays if k != "_checksum"):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _load_effects(path, fingerprint):
-    """A saved GroupEffects, or None if missing, damaged or from another run."""
+    """A saved GroupEffects, or None if missing, damaged or from another run.
+
+    Anything unexpected about the file (unreadable, not a zip of .npy arrays,
+    a checksum that does not match its arrays, arrays that do not fit
+    together) means "damaged": a warning, and the caller recomputes.
+    """
     if not os.path.exists(path):
         return None, None
     try:
         with np.load(path, allow_pickle=False) as f:
-            if str(f["_fingerprint"]) != fingerprint:
-                return None, None
-            fields = {k: f[k] for k in f.files if not k.startswith("_")}
-            done = f["_done"] if "_done" in f.files else None
-            method = str(f["_method"])
-        eff = _from_arrays(method, fields)
-    except (OSError, ValueError, KeyError, TypeError, EOFError,
-            zipfile.BadZipFile) as exc:
+            arrays = {k: f[k] for k in f.files}
+        if str(arrays["_fingerprint"]) != fingerprint:
+            return None, None
+        if str(arrays.get("_checksum")) != _checksum(arrays):
+            raise ValueError("its checksum does not match its contents")
+        fields = {k: v for k, v in arrays.items() if not k.startswith("_")}
+        done = arrays.get("_done")
+        if done is not None and (done.dtype != bool or done.ndim != 1):
+            raise ValueError("its progress record is malformed")
+        eff = _from_arrays(str(arrays["_method"]), fields)
+    except Exception as exc:  # any damage at all: recompute, never trust
         warnings.warn(f"ignoring damaged file {path}: {exc}", stacklevel=2)
         return None, None
     return eff, done
@@ -491,13 +511,24 @@ def _from_arrays(method, arrays):
     if not set(fields) <= known or "params" not in fields:
         raise ValueError(f"unexpected arrays {sorted(set(fields) - known)}")
     G = fields["params"].shape[0] if fields["params"].ndim == 2 else -1
+    kinds = {"converged": "b", "solver_converged": "b", "n_iter": "i",
+             "solver_iterations": "i"}
     for name, arr in fields.items():
-        if arr is not None and (arr.ndim == 0 or arr.shape[0] != G
-                                or arr.dtype.kind not in "fiub"):
+        if arr is None:
+            continue
+        if arr.ndim == 0 or arr.shape[0] != G:
             raise ValueError(f"array {name!r} does not match {G} groups")
-        if arr is not None and arr.dtype.kind == "f" and not np.all(
-                np.isfinite(arr) | (name == "leverage_max")):
+        want = kinds.get(name, "f")
+        if arr.dtype.kind != want or (want == "f" and arr.dtype != np.float64):
+            raise ValueError(f"array {name!r} has dtype {arr.dtype}")
+        if want == "f" and not np.all(np.isfinite(arr)
+                                      | (name == "leverage_max")):
             raise ValueError(f"array {name!r} has non-finite entries")
+    conv, gn, tol = (fields.get(k) for k in ("converged", "grad_norm",
+                                             "grad_tol"))
+    if conv is not None and (gn is None or tol is None
+                             or np.any(conv & ~(gn <= tol))):
+        raise ValueError("its refit certificates are inconsistent")
     return GroupEffects(method=method, **fields)
 
 
