@@ -137,9 +137,11 @@ def check_labels(y, name="y", n_samples=None, x_name="X"):
         raise ValueError(
             f"{name} has {y.shape[0]} labels but {x_name} has {n_samples} rows"
         )
-    if y.dtype.kind == "f" and np.any(y != np.round(y)):
-        # As scikit-learn does: float labels with a fractional part are a
-        # regression target, not classes (the file loaders say the same).
+    if y.dtype.kind == "f" and np.any(y != np.round(y)) and np.unique(
+            y).size > 2:
+        # Two distinct values are a binary problem whatever they are; more,
+        # with fractional parts, look like a regression target (as
+        # scikit-learn says; the file loaders say the same).
         frac = y[y != np.round(y)]
         n_distinct = np.unique(y).size
         raise ValueError(
