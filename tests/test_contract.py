@@ -547,3 +547,22 @@ def test_saved_effects_of_the_wrong_kind_are_refused(saved, how):
         assert study._load_effects(path, "fp-1") == (None, None)
     if how == "directory":
         shutil.rmtree(path)
+
+
+def test_newton_by_cg_flags_a_nearly_singular_h_minus_hu():
+    # Removing the 150 lowest-margin of 200 points at a small l2_reg leaves
+    # H - H_U nearly singular (1 - leverage ~ 1e-13): CG's small residual
+    # would hide a step that is wrong by ~100 % (found by a new user).
+    rng = np.random.default_rng(80)
+    X = rng.normal(size=(200, 2))
+    y = (X[:, 0] + 0.2 * X[:, 1] > 0).astype(int)
+    m = groupinf.fit(X, y, l2_reg=1e-2)
+    z = np.c_[X, np.ones(200)] @ m.params_
+    U = np.argsort(np.abs(z))[:150]
+    with pytest.raises(groupinf.ConvergenceError,
+                       match=r"nearly singular .* solver='cholesky'"):
+        groupinf.influence(m, X, y, [U], method="newton", solver="cg")
+    eff = groupinf.influence(m, X, y, [U, U[:3]], method="newton",
+                             solver="cg", on_unconverged="flag")
+    assert eff.solver_converged.tolist() == [False, True]
+    assert eff.leverage_max is not None and eff.leverage_max[0] > 1 - 1e-6

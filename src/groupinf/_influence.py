@@ -140,9 +140,16 @@ def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
     obj = ctx.objective
     solves = _Solves(model, ctx, solver, cg_tol, cg_maxiter, on_unconverged)
 
-    # 1. Group gradients g_U and the first-order step H^-1 g_U.
-    GU = obj.weighted_rows_gradient(ctx.dloss, ctx.W)
-    first, first_rep = solves.full(GU)
+    # 1. Group gradients g_U (binary: with the margins' group gradients, in
+    #    the same pass over the groups' rows) and the first-order step.
+    m_grad = None
+    if obj.binary:
+        GU, m_grad = obj.weighted_rows_gradients(
+            [ctx.dloss, 2 * obj.y - 1], ctx.W)
+    else:
+        GU = obj.weighted_rows_gradient(ctx.dloss, ctx.W)
+    if any(m != "newton" for m in methods):
+        first, first_rep = solves.full(GU)
     corr = corr_rep = None
     shared = time.perf_counter() - t0
 
@@ -176,7 +183,7 @@ def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
         # 3. Quantities along d_theta, linearised and/or plugged in.
         for plugin in plugins:
             t = time.perf_counter()
-            fields = _quantities(model, ctx, GU, dtheta, plugin)
+            fields = _quantities(model, ctx, GU, m_grad, dtheta, plugin)
             key = method + ("+plugin" if plugin else "")
             results[key] = GroupEffects(
                 method=key,
@@ -195,7 +202,7 @@ def predict_all(model, X, y, groups, X_test=None, y_test=None, *,
     return results
 
 
-def _quantities(model, ctx, GU, dtheta, plugin):
+def _quantities(model, ctx, GU, m_grad, dtheta, plugin):
     obj = ctx.objective
     out = {"test_loss": None, "test_margin": None, "self_margin": None}
     binary = obj.binary
@@ -211,8 +218,7 @@ def _quantities(model, ctx, GU, dtheta, plugin):
     else:
         out["self_loss"] = np.einsum("gp,gp->g", dtheta, GU)
     if binary:
-        sign = (2 * obj.y - 1)
-        m_grad = obj.weighted_rows_gradient(sign, ctx.W)
+        # m_grad: the groups' sums of margin gradients y~_i xt_i (weighted).
         out["self_margin"] = np.einsum("gp,gp->g", dtheta, m_grad)
 
     if ctx.X_test is None:
@@ -331,7 +337,23 @@ class _Solves:
                 "H - H_U is too ill-conditioned (or not positive definite) "
                 "for this budget: increase cg_maxiter or l2_reg, or use "
                 "solver='cholesky'.")
-            return dtheta, None, rep
+            # A small residual certifies the step only when H - H_U is not
+            # nearly singular: its error is up to the residual times
+            # 1 / (1 - leverage). Such groups are flagged (or raise).
+            leverage = _leverage(self.model, self.ctx)
+            near = ~(1.0 - leverage >= _NEWTON_CG_MIN_GAP)
+            if near.any():
+                rep.converged = rep.converged & ~near
+                if self.on_unconverged == "raise":
+                    g = int(np.flatnonzero(near)[0])
+                    raise _cg.ConvergenceError(
+                        f"one-step Newton with CG: H - H_U is nearly singular "
+                        f"for {int(near.sum())} group(s) (first: {g}, 1 - "
+                        f"leverage = {1.0 - leverage[g]:.1e}), so a small CG "
+                        f"residual does not make the step accurate. Use "
+                        f"solver='cholesky' (which reports whether the step "
+                        f"exists), or increase l2_reg.")
+            return dtheta, leverage, rep
         dtheta, leverage = _newton_steps(self.model, self.ctx, GU)
         rep = self._direct_report(
             GU, dtheta, lambda V: self._h_minus_hu(V, np.arange(V.shape[0])),
@@ -355,6 +377,8 @@ class _Solves:
 # A direct solve whose residual exceeds this has lost its digits to the
 # conditioning of the matrix; it is reported as not converged.
 _DIRECT_RTOL = 1e-6
+# Newton by CG: groups whose H - H_U has 1 - leverage below this are flagged.
+_NEWTON_CG_MIN_GAP = 1e-6
 
 
 # ---------------------------------------------------------------------------
@@ -366,7 +390,12 @@ def _newton_steps(model, ctx, GU):
     obj = ctx.objective
     dtheta = np.zeros_like(GU)
     leverage = np.zeros(GU.shape[0])
-    for g in range(GU.shape[0]):
+    sizes = np.diff(ctx.W.indptr)
+    single = sizes == 1 if obj.binary else np.zeros(sizes.size, dtype=bool)
+    if single.any():
+        sel = np.flatnonzero(single)
+        dtheta[sel], leverage[sel] = _newton_single_points(model, ctx, sel)
+    for g in np.flatnonzero(~single):
         idx, w = group_rows(ctx.W, g)  # W holds removed weights s_i c_Ui
         if idx.size == 0:
             continue
@@ -383,6 +412,32 @@ def _newton_steps(model, ctx, GU):
                 raise not_positive_definite(g, leverage[g]) from None
             dtheta[g] = _newton.solve(Lg, GU[g])
     return obj.centre(dtheta), leverage
+
+
+def _newton_single_points(model, ctx, sel):
+    """Newton steps of the binary one-point groups ``sel``, all at once.
+
+    With a = sqrt(w c) xt the point's curvature row, H_U = a a^T and
+    Sherman-Morrison gives (H - a a^T)^-1 g = H^-1 g + H^-1 a (a . H^-1 g)
+    / (1 - h), h = a . H^-1 a the point's leverage (its 1 x 1 hat-matrix
+    block): the Woodbury solve of `GroupSolver` for m = 1. Both a and g_U =
+    w dl/dz xt are multiples of xt, so all groups share one batched solve
+    H^-1 xt with G right-hand sides.
+    """
+    obj, L = ctx.objective, model.hessian_factor_
+    entry = ctx.W.indptr[sel]
+    rows = ctx.W.indices[entry].astype(np.int64)
+    w = ctx.W.data[entry]
+    Xt = curvature_rows(obj, np.ones(obj.n_samples), rows, np.ones(rows.size))
+    V = _newton.solve(L, Xt)
+    a_scale = np.sqrt(w * ctx.curv[rows])
+    Y, U = a_scale[:, None] * V, (w * ctx.dloss[rows])[:, None] * V
+    h = a_scale ** 2 * np.einsum("gp,gp->g", Xt, V)
+    bad = np.flatnonzero(~(h < 1 - 1e-10))
+    if bad.size:
+        raise not_positive_definite(int(sel[bad[0]]), float(h[bad[0]]))
+    coef = a_scale * np.einsum("gp,gp->g", Xt, U) / (1.0 - h)
+    return U + Y * coef[:, None], h
 
 
 def _leverage_dense(model, H_U):

@@ -87,7 +87,13 @@ class Objective:
 
     def abs_col_sums(self, s):
         """sum_i s_i |x_ij| per feature, shape (d,)."""
-        return np.asarray(abs(self.X).T @ s).ravel()
+        if self.sparse:
+            return np.asarray(abs(self.X).T @ s).ravel()
+        # Dense X: one pass, without a copy of |X|.
+        out = np.empty(self.n_features)
+        _groupsum.rows_abs_sum(self.X, np.arange(self.n_samples, dtype=np.int64),
+                               np.ascontiguousarray(s, dtype=np.float64), out)
+        return out
 
     def grad_scale(self, s, col=None):
         """An upper bound on sum_i s_i |grad l_i| (its 2-norm).
@@ -149,16 +155,35 @@ class Objective:
         dl = dloss.reshape(dloss.shape[0], -1)
         return self.entry_sums(C, C.data[:, None] * dl[C.indices])
 
+    def weighted_rows_gradients(self, dlosses, C):
+        """:meth:`weighted_rows_gradient` for several binary derivatives
+        (each of shape (n,)) in one pass over the groups' rows (dense X)."""
+        if not self.binary or self.sparse:
+            return [self.weighted_rows_gradient(dl, C) for dl in dlosses]
+        vals = np.empty((C.nnz, len(dlosses)))
+        for k, dl in enumerate(dlosses):
+            np.multiply(C.data, dl[C.indices], out=vals[:, k])
+        out = np.empty((C.shape[0], len(dlosses), self.n_features + 1))
+        _dense_entry_sums(self.X, C, vals, out)
+        return [out[:, k] for k in range(len(dlosses))]
+
     def entry_sums(self, C, values):
         """Rows sum_q values[q] (x) xt_{i_q} over the stored entries of C.
 
         ``values`` has one row of K' numbers per stored entry q = (g, i) of
-        the CSR matrix C; the result is (G, p) in the internal layout. One
-        sparse-times-dense product per logit, never a loop over groups.
+        the CSR matrix C; the result is (G, p) in the internal layout. Dense
+        X: one AXPY per entry and logit, reading each group's rows once (see
+        `_dense_entry_sums`); CSR X: one sparse-times-sparse product per
+        logit. Never a Python loop over groups.
         """
         G = C.shape[0]
         out = np.empty((G, self.n_logits, self.n_features + 1))
         values = np.asarray(values).reshape(C.nnz, self.n_logits)
+        if not self.sparse:
+            _dense_entry_sums(self.X, C, np.ascontiguousarray(values,
+                                                              dtype=np.float64),
+                              out)
+            return out.reshape(G, -1)
         for k in range(self.n_logits):
             V = sp.csr_matrix((values[:, k], C.indices, C.indptr), shape=C.shape)
             prod = V @ self.X if V.nnz else 0.0
@@ -276,9 +301,17 @@ class Objective:
             return _sparse_hessian(self, curv, rows, coef)
         chunk = _config.get("chunk_rows")
         if self.binary:
-            _hessian.binary_hessian(self.X, rows, coef * curv[rows], H, chunk)
+            scaled = coef * curv[rows]
+
+            def assemble(lo, hi, out):
+                _hessian.binary_hessian(self.X, rows[lo:hi], scaled[lo:hi],
+                                        out, chunk)
         else:
-            _hessian.multinomial_hessian(self.X, rows, coef, curv, H, chunk)
+            def assemble(lo, hi, out):
+                _hessian.multinomial_hessian(self.X, rows[lo:hi], coef[lo:hi],
+                                             curv, out, chunk)
+
+        _assemble_in_parts(assemble, rows.size, H, chunk)
         return H
 
     def regularised(self, H_loss, scale=None):
@@ -306,6 +339,93 @@ class Objective:
                                                        self.n_features + 1)
         th[:, :, -1] -= th[:, :, -1].mean(axis=1, keepdims=True)
         return th.reshape(np.shape(theta))
+
+
+# Group sums over dense X split the groups across one thread per core when
+# there are at least this many stored entries (below it, threads cost more
+# than they save).
+_THREAD_MIN_NNZ = 200_000
+
+
+def _dense_entry_sums(X, C, values, out):
+    """out[g, k] = sum_q values[q, k] [x_{i_q}, 1] over group g's entries.
+
+    ``X`` dense (n, d), ``C`` (G, n) CSR, ``values`` (nnz, m), ``out``
+    (G, m, d + 1). `_groupsum.rows_sum_dense` does one AXPY per entry and
+    column, in one thread per core over runs of groups with equal shares of
+    the entries (BLAS kept to one thread each). A dense (groups x n) block
+    times X by GEMM was tried for groups holding a large share of the rows;
+    on this kind of machine it was slower than the AXPYs even at 25 %.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    indptr = C.indptr.astype(np.int64)
+    indices = C.indices.astype(np.int64)
+    G = C.shape[0]
+    cores = os.cpu_count() or 1
+    n_parts = cores if C.nnz >= _THREAD_MIN_NNZ else 1
+    cuts = np.searchsorted(indptr, np.linspace(0, indptr[-1], n_parts + 1))
+    cuts[0], cuts[-1] = 0, G
+    spans = [(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+
+    def run(span):
+        _groupsum.rows_sum_dense(indptr, indices, values, X, out, *span)
+
+    if len(spans) <= 1:
+        for span in spans:
+            run(span)
+        return
+    with _config.blas_threads_for(len(spans)), \
+            ThreadPoolExecutor(max_workers=len(spans)) as pool:
+        list(pool.map(run, spans))
+
+
+# A Hessian with at least this many multiply-adds (rows x p^2 / 2) is
+# assembled in one thread per BLAS thread over contiguous blocks of rows,
+# each block by one single-threaded SYRK per chunk, and the partial sums are
+# added in block order. Two BLAS threads inside one SYRK leave the row
+# scaling before it on one core and split a 1,024-row SYRK badly; blocks use
+# every core for both. Below it, thread start-up costs more than it saves.
+_PARALLEL_HESSIAN_WORK = 2.5e8
+_BLAS = None
+
+
+def _blas_threads():
+    """BLAS threads currently allowed (1 without threadpoolctl)."""
+    global _BLAS
+    if not _config.have_threadpoolctl():
+        return 1
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController().select(user_api="blas")
+    counts = [lib["num_threads"] for lib in _BLAS.info()]
+    return max(1, min(counts)) if counts else 1
+
+
+def _assemble_in_parts(assemble, n_rows, H, chunk):
+    """H = sum over row blocks of assemble(lo, hi, H_block) (see above)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = H.shape[0]
+    if n_rows * p * p / 2 < _PARALLEL_HESSIAN_WORK:
+        assemble(0, n_rows, H)
+        return
+    parts = min(_blas_threads(), os.cpu_count() or 1,
+                max(1, n_rows // (4 * chunk)))
+    if parts < 2:
+        assemble(0, n_rows, H)
+        return
+    cuts = np.linspace(0, n_rows, parts + 1).round().astype(int)
+    blocks = [H] + [np.empty_like(H) for _ in range(parts - 1)]
+    with _config.blas_threads_for(parts), \
+            ThreadPoolExecutor(max_workers=parts) as pool:
+        list(pool.map(lambda k: assemble(cuts[k], cuts[k + 1], blocks[k]),
+                      range(parts)))
+    for B in blocks[1:]:
+        H += B
 
 
 def _flat_direction(obj):

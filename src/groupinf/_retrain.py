@@ -3,13 +3,20 @@
 For each group U the weights become s_i (1 - c_Ui) and F is minimised again,
 warm-started at theta_hat. The first Newton matrix is H - H_U at theta_hat:
 H is cached by `fit` and H_U needs only the group's rows (one SYRK over |U|
-rows), so a refit starts with one small assembly, one factorisation, and then
-costs about one gradient pass per step. The factor is rebuilt at the current
-iterate only when it stops contracting the gradient (see `_newton`). Every
-refit ends with its own certificate ||grad F_-U|| <= tol * scale.
+rows, or over the rows that stay when U holds most of them), so a refit
+starts with one small assembly, one factorisation, and then costs about one
+gradient pass per step. Binary dense refits advance in batches that share
+every pass over X as one GEMM, with quasi-Newton steps on that factor (see
+`_refit_batch`); other refits, and batch members whose steps stop
+contracting, run Newton with the factor rebuilt at the current iterate when
+it stops contracting the gradient (see `_newton`). Every refit ends with its
+own certificate ||grad F_-U|| <= tol * scale.
 
-Groups run in threads; the kernels release the GIL, and each group's result
-depends only on that group, so results do not depend on ``n_jobs``.
+Groups (or batches of groups) run in threads; the kernels release the GIL,
+and BLAS gets cores // threads threads meanwhile. Each group's iterates
+depend only on that group; the batch it shares a GEMM with can change the
+last bits of its products, so results agree to rounding (tested to 1e-12)
+for any ``n_jobs`` and ``batch_size``.
 """
 
 from __future__ import annotations
@@ -18,10 +25,11 @@ import os
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 
-from . import _config, _loss, _newton, _validation
+from . import _config, _groupsum, _loss, _newton, _validation
 from ._context import group_rows, group_weight, prepare
 from ._objective import to_public
 from ._results import GroupEffects, Progress
@@ -55,7 +63,9 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     batch_size : int, optional
         Binary dense data: groups whose refits advance together, sharing
         each pass over X as one GEMM (default: up to 64, keeping the (n, B)
-        logit buffer near 32 MB). Changes speed and memory, not results.
+        buffer of each of the ``n_jobs`` concurrent batches at 32 MB or, for
+        large n, all of them together within half the size of X). Changes
+        speed and memory, not results (beyond rounding).
     executor : concurrent.futures.Executor or distributed.Client, optional
         Run the refits there instead of in local threads: groups are split
         into tasks of ``batch_groups`` groups, each running this function on
@@ -98,23 +108,36 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
     obj = ctx.objective
     n_jobs = _check_n_jobs(n_jobs, obj)
     G = ctx.n_groups
-    col_full = obj.abs_col_sums(ctx.s)
+    # The full data's column scales and gradient at theta_hat: a refit's
+    # first gradient is the latter minus the group's part (its rows only),
+    # which saves every refit one pass over X.
+    full = _Full(obj.abs_col_sums(ctx.s), obj.objgrad(ctx.theta, ctx.s)[1])
 
     def one(g):
-        return _refit_group(model, ctx, g, tol, max_iter, col_full)
+        return _refit_group(model, ctx, g, tol, max_iter, full)
 
     bar = Progress(G, "retrain", enabled=progress)
     results = [None] * G
     if obj.binary and not obj.sparse:
         # Binary dense data: refits advance together, sharing each pass
         # over X as one GEMM (see _refit_batch); stragglers finish alone.
-        size = batch_size or _batch_size(obj.n_samples)
-        for lo in range(0, G, size):
-            ids = np.arange(lo, min(G, lo + size))
-            for g, res in zip(ids, _refit_batch(model, ctx, ids, tol, max_iter,
-                                                col_full, n_jobs)):
-                results[g] = res
-            bar.update(len(ids))
+        # With k threads, k batches run at once (BLAS at cores // k each),
+        # so the elementwise work of a pass uses every core too.
+        batches = _batches(G, batch_size or _batch_size(obj, G, n_jobs),
+                           n_jobs)
+
+        def run(ids):
+            return ids, _refit_batch(model, ctx, ids, tol, max_iter, full,
+                                     n_jobs if len(batches) == 1 else 1)
+
+        workers = min(n_jobs, len(batches))
+        with _config.blas_threads_for(workers), \
+                ThreadPoolExecutor(max_workers=workers) as pool:
+            done = pool.map(run, batches) if workers > 1 else map(run, batches)
+            for ids, res in done:
+                for g, r in zip(ids, res):
+                    results[g] = r
+                bar.update(len(ids))
     elif n_jobs == 1 or G == 1:
         for g in range(G):
             results[g] = one(g)
@@ -190,14 +213,31 @@ def _check_n_jobs(n_jobs, objective):
     return _validation.check_positive_int(n_jobs, "n_jobs")
 
 
-def _setup_group(model, ctx, g, tol, col_full):
+class _Full(NamedTuple):
+    col: np.ndarray  # sum_i s_i |x_ij|
+    grad: np.ndarray  # grad F(theta_hat; s), internal layout
+
+
+def _start_gradients(ctx, full, groups):
+    """grad F_-U(theta_hat) = grad F(theta_hat) - g_U for the given groups,
+    (len(groups), p): the group parts come from the groups' rows only."""
+    part = ctx.objective.weighted_rows_gradient(ctx.dloss, ctx.W[groups])
+    return full.grad[None, :] - part
+
+
+def _setup_group(model, ctx, g, tol, full):
     """Weights without group g, its refit target and the factor of H - H_U."""
     obj = ctx.objective
     idx, frac = group_rows(ctx.C, g)
     s_g = ctx.s.copy()
     s_g[idx] *= 1.0 - frac
     removed = ctx.s[idx] * frac
-    col = col_full - np.asarray(abs(obj.X[idx]).T @ removed).ravel()
+    if obj.sparse:
+        col = full.col - np.asarray(abs(obj.X[idx]).T @ removed).ravel()
+    else:
+        col = np.empty(obj.n_features)
+        _groupsum.rows_abs_sum(obj.X, idx, removed, col)
+        col = full.col - col
     tol_abs = tol * obj.grad_scale(s_g, col)
 
     # H - H_U needs only the group's rows. If removing the group leaves it
@@ -209,6 +249,12 @@ def _setup_group(model, ctx, g, tol, col_full):
             L = GroupSolver(model.hessian_factor_,
                             curvature_rows(obj, ctx.curv, idx, removed),
                             leverage=False)
+        elif obj.binary and 2 * idx.size > obj.n_samples:
+            # A group holding most of the rows: the same matrix from the
+            # rows that stay (fewer of them to assemble).
+            rows = np.flatnonzero(s_g > 0)
+            L = _newton.factor(obj.regularised(
+                obj.loss_hessian(ctx.curv, rows, s_g[rows])))
         else:
             H_U = obj.loss_hessian(ctx.curv, idx, removed)
             L = _newton.factor(model._hessian_reg - H_U)
@@ -217,47 +263,79 @@ def _setup_group(model, ctx, g, tol, col_full):
     return idx, removed, s_g, tol_abs, L
 
 
-def _self_loss(ctx, idx, removed, theta):
-    # The group's own weighted loss, after minus before, on its rows only.
-    obj = ctx.objective
-    new_loss = obj.pointwise(theta, obj.X[idx], obj.y[idx])[0]
-    return float(removed @ (new_loss - ctx.loss[idx]))
-
-
 def _empty_result(model, ctx):
     return (ctx.theta, 0.0, model.grad_norm_, 0, model.grad_tol_,
             model.converged_)
 
 
-def _refit_group(model, ctx, g, tol, max_iter, col_full, theta0=None,
+def _refit_group(model, ctx, g, tol, max_iter, full, theta0=None,
                  n_done=0, setup=None):
-    """Refit without group g by `_newton.minimize`; returns its result tuple."""
+    """Refit without group g; returns its result tuple.
+
+    From theta_hat: quasi-Newton steps on the factor of H - H_U while they
+    contract the gradient (`_QuasiNewton`, one objective/gradient pass per
+    step, as in a batch), then, if needed, `_newton.minimize` from where
+    they stopped. ``theta0`` (a straggler from a batch) starts the latter
+    directly.
+    """
     if ctx.C.indptr[g] == ctx.C.indptr[g + 1]:
         return _empty_result(model, ctx)
-    idx, removed, s_g, tol_abs, L = setup or _setup_group(model, ctx, g, tol,
-                                                          col_full)
+    setup = setup or _setup_group(model, ctx, g, tol, full)
+    _, _, s_g, tol_abs, L = setup
+    obj = ctx.objective
+    if theta0 is None and L is not None:
+        qn = _QuasiNewton(obj, setup, ctx.theta.copy(),
+                          _start_gradients(ctx, full, [g])[0])
+        work = obj.workspace()
+        while True:
+            state = qn.state(max_iter)
+            if state == "step":
+                if qn.update(obj.objgrad(qn.trial(), s_g, work)[1]):
+                    continue
+                state = "alone"
+            if state != "alone":
+                return _finish(ctx, setup, qn.theta, qn.grad_norm, qn.n_iter,
+                               state == "certified")
+            theta0, n_done = qn.theta, qn.n_iter
+            break
     if theta0 is None:
-        theta0 = ctx.theta
-    else:
-        L = None  # a straggler from the batch: restart with the exact Hessian
-    res = _newton.minimize(ctx.objective, s_g, theta0, tol_abs=tol_abs,
-                           max_iter=max(1, max_iter - n_done), hessian_factor=L)
-    return (res.theta, _self_loss(ctx, idx, removed, res.theta), res.grad_norm,
-            n_done + res.n_iter, tol_abs, res.converged)
+        theta0 = ctx.theta  # H - H_U was not positive definite
+    res = _newton.minimize(obj, s_g, theta0, tol_abs=tol_abs,
+                           max_iter=max(1, max_iter - n_done))
+    # The self-loss (slot 1) is computed for all groups at once in _collect.
+    return (res.theta, None, res.grad_norm, n_done + res.n_iter, tol_abs,
+            res.converged)
 
 
-def _batch_size(n_samples):
-    # The (n, B) logit buffer stays near 32 MB; 64 columns make GEMM efficient.
-    return int(max(1, min(64, 4_000_000 // max(1, n_samples))))
+def _batch_size(obj, n_groups, n_jobs):
+    # 64 columns make the GEMMs efficient. Each of the n_jobs concurrent
+    # batches holds an (n, B) buffer: at most 32 MB, or half of X's size
+    # shared between them when that is larger, so memory stays within a
+    # fraction of X whatever n is.
+    n = max(1, obj.n_samples)
+    cap = max(4_000_000 // n, obj.n_features // (2 * n_jobs))
+    return int(max(1, min(64, cap, -(-n_groups // n_jobs))))
 
 
-def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
-    """Refit the groups ``ids`` together with their fixed factors of H - H_U.
+def _batches(n_groups, size, n_jobs):
+    """Consecutive group ids in batches of at most ``size``, their number a
+    multiple of ``n_jobs`` where that keeps batches non-empty (so k threads
+    get equal shares)."""
+    n_batches = -(-n_groups // size)
+    if n_jobs > 1 and n_groups >= n_jobs:
+        n_batches = min(n_groups, n_jobs * -(-n_batches // n_jobs))
+    cuts = np.linspace(0, n_groups, n_batches + 1).round().astype(int)
+    return [np.arange(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
-    Every iteration is one batched objective/gradient evaluation of all
-    active trial points (two GEMMs over X). A group leaves the batch when it
-    is certified, and is finished alone by `_refit_group` (exact Hessians)
-    when its step is rejected or its gradient contracts less than fourfold.
+
+def _refit_batch(model, ctx, ids, tol, max_iter, full, n_jobs):
+    """Refit the groups ``ids`` together from their factors of H - H_U.
+
+    Every iteration is one batched gradient evaluation of all active trial
+    points (two GEMMs over X, no objective); each group steps as
+    `_QuasiNewton` says. A group leaves the batch when it is certified, and
+    is finished alone by `_refit_group` (exact Hessians) when its step
+    contracts the gradient too little.
     """
     obj = ctx.objective
     out = [None] * len(ids)
@@ -266,82 +344,147 @@ def _refit_batch(model, ctx, ids, tol, max_iter, col_full, n_jobs):
         if ctx.C.indptr[g] == ctx.C.indptr[g + 1]:
             out[j] = _empty_result(model, ctx)
         else:
-            setups[j] = _setup_group(model, ctx, g, tol, col_full)
+            setups[j] = _setup_group(model, ctx, g, tol, full)
     active = [j for j in setups if setups[j][4] is not None]
     stragglers = [(j, None, 0) for j in setups if setups[j][4] is None]
 
-    theta = {j: ctx.theta.copy() for j in active}
-    f, grad = _batch_objgrad(ctx, ids, active, theta)
-    noise_n = 8.0 * np.sqrt(obj.n_samples) * _newton._EPS
-    s_total = float(np.sum(ctx.s))
-    n_iter = dict.fromkeys(active, 0)
+    grads = _start_gradients(ctx, full, ids[active]) if active else []
+    qn = {j: _QuasiNewton(obj, setups[j], ctx.theta.copy(), grads[k])
+          for k, j in enumerate(active)}
     while active:
         # 1. Certified groups leave; the rest take one step each.
         still = []
         for j in active:
-            gn = float(np.linalg.norm(grad[j]))
-            if gn <= setups[j][3] and not _newton.settled(setups[j][4], grad[j],
-                                                          theta[j]):
-                # The gradient test passed on a plateau: the exact path
-                # (fresh Hessians) finishes it, with its own certificate.
-                stragglers.append((j, theta[j], n_iter[j]))
-            elif gn <= setups[j][3]:
-                out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], True)
-            elif n_iter[j] >= max_iter:
-                out[j] = _finish(ctx, setups[j], theta[j], gn, n_iter[j], False)
+            state = qn[j].state(max_iter)
+            if state == "alone":
+                stragglers.append((j, qn[j].theta, qn[j].n_iter))
+            elif state != "step":
+                out[j] = _finish(ctx, setups[j], qn[j].theta, qn[j].grad_norm,
+                                 qn[j].n_iter, state == "certified")
             else:
                 still.append(j)
         if not still:
             break
-        trial = {}
-        for j in still:
-            step = -_newton.solve(setups[j][4], grad[j])
-            trial[j] = theta[j] + step
-        f_t, g_t = _batch_objgrad(ctx, ids, still, trial)
+        g_t = _batch_grad(ctx, ids, still, {j: qn[j].trial() for j in still})
 
-        # 2. Accept (Armijo, or gradient decrease within round-off of F);
-        #    reject or slow contraction sends the group to the exact path.
+        # 2. Keep the groups whose step contracted the gradient enough.
         active = []
         for j in still:
-            n_iter[j] += 1
-            gn, gn_t = np.linalg.norm(grad[j]), np.linalg.norm(g_t[j])
-            slope = float(grad[j] @ (trial[j] - theta[j]))
-            ok = np.isfinite(f_t[j]) and (
-                f_t[j] <= f[j] + 1e-4 * slope
-                or (f_t[j] - f[j] <= noise_n * (max(1.0, abs(f[j])) + _newton
-                    ._logit_scale(theta[j], col_full, s_total, obj)) and gn_t < gn)
-            )
-            if ok:
-                theta[j], f[j], grad[j] = trial[j], f_t[j], g_t[j]
-            if ok and (gn_t <= setups[j][3] or gn_t <= 0.25 * gn):
+            if qn[j].update(g_t[j]):
                 active.append(j)
             else:
-                stragglers.append((j, theta[j], n_iter[j]))
+                stragglers.append((j, qn[j].theta, qn[j].n_iter))
 
     def finish_alone(item):
         j, theta0, done = item
-        return j, _refit_group(model, ctx, ids[j], tol, max_iter, col_full,
+        return j, _refit_group(model, ctx, ids[j], tol, max_iter, full,
                                theta0=theta0, n_done=done, setup=setups[j])
 
     if stragglers:
-        with _config.blas_threads_for(min(n_jobs, len(stragglers))), \
-                ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        workers = max(1, min(n_jobs, len(stragglers)))
+        with _config.blas_threads_for(workers), \
+                ThreadPoolExecutor(max_workers=workers) as pool:
             for j, res in pool.map(finish_alone, stragglers):
                 out[j] = res
     return out
 
 
+class _QuasiNewton:
+    """One refit's quasi-Newton iteration on the factor of H - H_U.
+
+    Steps solve with the L-BFGS matrix whose initial matrix is L L^T (the
+    factor of H - H_U at theta_hat) and whose pairs are the last
+    ``MEMORY`` steps and gradient changes, which correct it for the
+    curvature that changes along the way (about a quarter fewer passes over
+    X than the fixed factor). A step is taken when it shrinks the gradient
+    norm by the factor ``contraction`` (1/2: a fresh Hessian costs more
+    passes over X than a few slower steps) or meets the target. F is
+    strongly convex, so ||theta - theta*|| <= ||grad F|| / mu, and a
+    geometric decrease of the gradient converges by itself; the objective
+    (a log1p per row) is never needed. A step that contracts less hands the
+    refit to the exact path, `_newton.minimize` (fresh Hessians, Armijo line
+    search), from the trial point if the gradient decreased at all and from
+    the current one otherwise.
+    """
+
+    MEMORY = 5
+
+    def __init__(self, obj, setup, theta, grad):
+        self.obj, self.L, self.tol_abs = obj, setup[4], setup[3]
+        self.theta, self.grad = theta, grad
+        self.grad_norm = float(np.linalg.norm(grad))
+        self.pairs, self.n_iter, self._trial = [], 0, None
+        # A wide model's factorisation costs even more passes (as in
+        # `_newton.minimize`), so a slower contraction is still worth keeping.
+        p = obj.n_params
+        self.contraction = 0.5 if p ** 2 < 60 * obj.n_samples * obj.n_logits \
+            else 0.6
+
+    def state(self, max_iter):
+        """"certified", "max_iter", "alone" (the exact path finishes it) or
+        "step"."""
+        if self.grad_norm <= self.tol_abs:
+            if _newton.settled(self.L, self.grad, self.theta):
+                return "certified"
+            # The gradient test passed on a plateau: the exact path (fresh
+            # Hessians) finishes it, with its own certificate.
+            return "alone"
+        if self.n_iter >= max_iter:
+            return "max_iter"
+        return "step"
+
+    def trial(self):
+        self._trial = self.obj.centre(self.theta - self._direction(self.grad))
+        return self._trial
+
+    def update(self, g_trial):
+        """Take the trial point or not; False sends the refit to the exact
+        path."""
+        self.n_iter += 1
+        gn_t = float(np.linalg.norm(g_trial))
+        decreased = bool(np.isfinite(gn_t)) and gn_t < self.grad_norm
+        keep = decreased and (gn_t <= self.tol_abs
+                              or gn_t <= self.contraction * self.grad_norm)
+        if keep:
+            self._remember(self._trial - self.theta, g_trial - self.grad)
+        if decreased:
+            self.theta, self.grad, self.grad_norm = self._trial, g_trial, gn_t
+        return keep
+
+    def _remember(self, step, dgrad):
+        # F is convex, so step . dgrad >= 0; a pair without positive
+        # curvature in floating point carries no information and would break
+        # the recursion's positive definiteness.
+        sy = float(step @ dgrad)
+        if sy > 1e-12 * float(np.linalg.norm(step) * np.linalg.norm(dgrad)):
+            self.pairs.append((step, dgrad, 1.0 / sy))
+            if len(self.pairs) > self.MEMORY:
+                self.pairs.pop(0)
+
+    def _direction(self, g):
+        # The two-loop recursion with (L L^T)^-1 as the initial inverse;
+        # without pairs, the fixed-factor Newton step.
+        q = np.array(g, dtype=np.float64)
+        alphas = []
+        for s_k, y_k, rho in reversed(self.pairs):
+            a = rho * float(s_k @ q)
+            alphas.append(a)
+            q -= a * y_k
+        r = self.obj.centre(_newton.solve(self.L, q))
+        for (s_k, y_k, rho), a in zip(self.pairs, reversed(alphas)):
+            r += (a - rho * float(y_k @ r)) * s_k
+        return r
+
+
 def _finish(ctx, setup, theta, gn, n_iter, converged):
-    idx, removed, _, tol_abs, _ = setup
-    return (theta, _self_loss(ctx, idx, removed, theta), gn, n_iter, tol_abs,
-            converged)
+    return (theta, None, gn, n_iter, setup[3], converged)
 
 
-def _batch_objgrad(ctx, ids, members, theta):
-    """F and grad F for the groups ``ids[members]`` at ``theta[member]``."""
+def _batch_grad(ctx, ids, members, theta):
+    """grad F for the groups ``ids[members]`` at ``theta[member]``."""
     obj = ctx.objective
     if not members:
-        return {}, {}
+        return {}
     sub = ctx.C[ids[members]]
     Th = np.ascontiguousarray([theta[j] for j in members])
     B = len(members)
@@ -351,10 +494,9 @@ def _batch_objgrad(ctx, ids, members, theta):
     _loss.binary_objgrad_batch(
         obj.X, obj.y, ctx.s, Th, sub.indptr.astype(np.int32),
         sub.indices.astype(np.int32), np.ascontiguousarray(sub.data),
-        obj.l2_reg, Z, G, F,
+        obj.l2_reg, Z, G, F, False,
     )
-    return ({j: float(F[k]) for k, j in enumerate(members)},
-            {j: G[k] for k, j in enumerate(members)})
+    return {j: G[k] for k, j in enumerate(members)}
 
 
 def _collect(results, ctx, obj, model):
@@ -374,15 +516,26 @@ def _collect(results, ctx, obj, model):
             z_hat = obj.logits(ctx.theta, ctx.X_test)
             test_margin = sign[None, :] * (z_new - z_hat[None, :])
 
+    # The groups' own rows at their new parameters, all groups at once:
+    # self-loss sum_U w_i (l_i(theta_-U) - l_i(theta_hat)) and self-margin.
+    Z = obj.group_dots(ctx.W, thetas)
+    rows = ctx.W.indices
+    entry_group = np.repeat(np.arange(G), np.diff(ctx.W.indptr))
+    loss_new = np.empty(rows.size)
+    if obj.binary:
+        _loss.binary_pointwise(np.ascontiguousarray(Z[:, 0]), obj.y[rows],
+                               loss_new, np.empty(rows.size),
+                               np.empty(rows.size))
+    else:
+        _loss.multinomial_pointwise(Z, obj.y[rows], loss_new, np.empty_like(Z))
+    self_loss = np.bincount(entry_group, minlength=G, weights=ctx.W.data * (
+        loss_new - ctx.loss[rows]))
     self_margin = None
     if obj.binary:
         sign = 2 * obj.y - 1
-        z_new = obj.group_dots(ctx.W, thetas)[:, 0]
-        z_old = obj.logits(ctx.theta)[ctx.W.indices]
-        per_entry = ctx.W.data * sign[ctx.W.indices] * (z_new - z_old)
-        self_margin = np.bincount(
-            np.repeat(np.arange(G), np.diff(ctx.W.indptr)), weights=per_entry,
-            minlength=G)
+        z_old = obj.logits(ctx.theta)[rows]
+        per_entry = ctx.W.data * sign[rows] * (Z[:, 0] - z_old)
+        self_margin = np.bincount(entry_group, weights=per_entry, minlength=G)
 
     return GroupEffects(
         method="retrain",
@@ -390,7 +543,7 @@ def _collect(results, ctx, obj, model):
         self_margin=self_margin,
         param_norm_h=np.sqrt(np.maximum(0.0, np.einsum(
             "gp,gp->g", dtheta, dtheta @ model._hessian_reg))),
-        self_loss=np.array([r[1] for r in results]),
+        self_loss=self_loss,
         test_loss=test_loss,
         test_margin=test_margin,
         group_weight=group_weight(ctx.W),

@@ -51,7 +51,9 @@ def check_X(X, name="X", n_features=None):
     if not np.all(np.isfinite(data)):
         bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
-    big = float(np.max(np.abs(data))) if np.size(data) else 0.0
+    # The largest magnitude without an |X|-sized temporary.
+    big = max(float(np.max(data)), -float(np.min(data))) if np.size(data) \
+        else 0.0
     if big > 1e100:
         raise ValueError(
             f"{name} has entries as large as {big:.3g}; products of such "
