@@ -22,22 +22,12 @@ import time
 import warnings
 
 import numpy as np
+from _timing import timeit
 from scipy.linalg import blas
 
 import groupinf
 from groupinf import _hessian
 from groupinf.datasets import load_adult
-
-
-def timeit(fn, repeat=5, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench_hessian(X, model, repeat):

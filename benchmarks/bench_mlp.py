@@ -19,24 +19,17 @@ Run:  PYTHONPATH=src python benchmarks/bench_mlp.py [--quick] [--threads N]
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
+from _timing import timeit as _timeit
 
 from groupinf import mlp
 from groupinf.datasets import load_dataset
 
 
 def timeit(fn, repeat=7, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return _timeit(fn, repeat, warmup)
 
 
 def bench_hvp(model, X, y, repeat):

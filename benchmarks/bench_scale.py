@@ -62,6 +62,7 @@ import warnings
 
 import numpy as np
 import scipy.sparse as sp
+from _timing import timeit
 from scipy.linalg import blas, lapack
 from threadpoolctl import threadpool_limits
 
@@ -77,15 +78,6 @@ FIGURES = os.path.join(os.path.dirname(__file__), "..", "docs", "figures")
 # ---------------------------------------------------------------------------
 
 
-def timeit(fn, repeat=5, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def paired(fa, fb, repeat=7, warmup=1):
