@@ -127,15 +127,17 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         else 0.6
 
     L_last, done, last_step, progress = L, False, np.inf, True
+    damped = False  # whether L_last had to be shifted to be factored
     while n_iter < max_iter:
         if gn <= tol_abs:
             # The gradient test passed; certify only if the parameters have
             # stopped moving too (see the module docstring).
             if L_last is None:
-                L_last = factor(hessian_at(objective, theta, s))
+                L_last, damped = _exact_factor(objective, theta, s)
                 n_fact += 1
             step_norm = float(np.linalg.norm(solve(L_last, g)))
-            if step_norm <= STEP_RTOL * max(1.0, float(np.linalg.norm(theta))):
+            if not damped and step_norm <= STEP_RTOL * max(
+                    1.0, float(np.linalg.norm(theta))):
                 done = True
                 break
             if step_norm > 0.5 * last_step and not progress:
@@ -147,7 +149,7 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
             L = None
         n_iter += 1
         if L is None:
-            L, fresh = factor(hessian_at(objective, theta, s)), True
+            (L, damped), fresh = _exact_factor(objective, theta, s), True
             n_fact += 1
             L_last = L
 
@@ -194,9 +196,9 @@ def minimize(objective, s, theta0, *, tol_abs, max_iter, hessian_factor=None,
         fresh = False
 
     if not done and gn <= tol_abs and n_iter >= max_iter:
-        L_last = L_last if L_last is not None else factor(
-            hessian_at(objective, theta, s))
-        done = settled(L_last, g, theta)
+        if L_last is None:
+            L_last, damped = _exact_factor(objective, theta, s)
+        done = not damped and settled(L_last, g, theta)
     return NewtonResult(theta, f, gn, tol_abs, n_iter, n_fact, done, n_eval)
 
 
@@ -206,6 +208,29 @@ def _logit_scale(theta, col, s_total, objective):
     # itself when logits are large and cancel.
     th = np.abs(theta).reshape(objective.n_logits, objective.n_features + 1)
     return float(np.sum(th[:, :-1] @ col) + s_total * np.sum(th[:, -1]))
+
+
+def _exact_factor(objective, theta, s):
+    """Factor of the Hessian at theta, and whether it had to be shifted.
+
+    Where the exact Hessian is not numerically positive definite (every
+    point saturated, l2_reg tiny) the step is taken with H + mu I, mu the
+    smallest of 1e-14, 1e-13, ... times its largest diagonal entry that can
+    be factored: a descent direction still, but no certificate — a point is
+    certified only with an unshifted factor.
+    """
+    H = hessian_at(objective, theta, s)
+    try:
+        return factor(H), False
+    except SingularHessianError as exc:
+        first = exc
+    scale = max(1.0, float(np.max(np.abs(np.diag(H)))))
+    for k in range(-14, -3):
+        try:
+            return factor(H + (10.0 ** k * scale) * np.eye(H.shape[0])), True
+        except SingularHessianError:
+            continue
+    raise first
 
 
 def hessian_at(objective, theta, s):
