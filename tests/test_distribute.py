@@ -209,3 +209,12 @@ def test_cli_unreachable_scheduler_is_a_clear_error(tmp_path, capsys,
     assert code == 2
     assert "--dask-scheduler: cannot reach tcp://127.0.0.1:9" in \
         capsys.readouterr().err
+
+
+def test_retrain_options_that_do_nothing_are_refused(problem):
+    X, y, m, groups = problem
+    with pytest.raises(ValueError, match="batch_groups applies only with an "
+                                         "executor"):
+        groupinf.retrain(m, X, y, groups, batch_groups=4)
+    with pytest.raises(TypeError, match="progress must be True, False or None"):
+        groupinf.retrain(m, X, y, groups, progress=3)

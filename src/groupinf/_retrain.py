@@ -100,6 +100,12 @@ def retrain(model, X, y, groups, X_test=None, y_test=None, *, n_jobs=None,
         batch_size = _validation.check_positive_int(batch_size, "batch_size")
     if n_jobs is not None:
         _check_n_jobs(n_jobs, None)
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None, got "
+                        f"{progress!r}")
+    if executor is None and batch_groups is not None:
+        raise ValueError("batch_groups applies only with an executor; pass "
+                         "executor=... or batch_size for local batches")
     ctx = prepare(model, X, y, groups, X_test, y_test)
     if executor is not None:
         return _on_executor(executor, model, X, y, ctx, X_test, y_test, tol,

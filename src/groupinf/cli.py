@@ -175,6 +175,8 @@ def experiment_main(args):
 
         return run_case(args, check_out_dir, say=_say)
     name = os.path.basename(args.dataset).split(".")[0] or "data"
+    if args.out == "":
+        raise ValueError("--out must not be empty")
     out = args.out or os.path.join("groupinf-study", name)
     check_out_dir(out)
     with _dask_client(args.dask_scheduler, args.n_jobs) as client:
