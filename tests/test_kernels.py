@@ -523,12 +523,19 @@ def test_batch_residuals_are_accurate_over_the_whole_logit_range(rng, with_obj):
                                with_obj=with_obj)
     for b in (0, 2):
         z = X[:, 0] * theta[b, 0] + theta[b, 1]
-        # sigma(z) - y without cancellation: -sigma(-z) for y = 1.
-        expect = s * np.where(y > 0.5, -expit(-z), expit(z))
-        tiny = np.abs(expect) < 1e-300  # below the normal range
-        np.testing.assert_allclose(Z[~tiny, b], expect[~tiny], rtol=1e-15,
-                                   atol=0)
-        assert np.all(np.abs(Z[tiny, b] - expect[tiny]) <= 1e-310)
+        # sigma(z) - y without cancellation: -sigma(-z) for y = 1, each
+        # sigma(t) as e^t / (1 + e^t) for t < 0 so that results in the
+        # subnormal range are not flushed to 0 (scipy's expit flushes them).
+        def sigma(t):
+            e = np.exp(-np.abs(t))
+            return np.where(t >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+        expect = s * np.where(y > 0.5, -sigma(-z), sigma(z))
+        # Relative 1e-15 (a few ulps); subnormal results, which carry fewer
+        # digits, to within a few of their spacing (2^-1074 = 4.9e-324).
+        err = np.abs(Z[:, b] - expect)
+        assert np.all(err <= 1e-15 * np.abs(expect) + 4 * 5e-324), \
+            float(np.max(err / np.maximum(np.abs(expect), 1e-320)))
     # Columns 0, 1, 3 and 4 hold the same problem at different positions.
     for b in (1, 3, 4):
         np.testing.assert_array_equal(Z[:, b], Z[:, 0])
