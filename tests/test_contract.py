@@ -566,3 +566,16 @@ def test_newton_by_cg_flags_a_nearly_singular_h_minus_hu():
                              solver="cg", on_unconverged="flag")
     assert eff.solver_converged.tolist() == [False, True]
     assert eff.leverage_max is not None and eff.leverage_max[0] > 1 - 1e-6
+
+
+def test_a_saved_file_of_another_tier_is_refused(tmp_path, binary):
+    # pred_first-order.npz copied over pred_newton.npz must not pass for
+    # Newton's numbers (found by a new user).
+    X, y, m = binary
+    eff = groupinf.influence(m, X, y, _groups(len(y)))
+    path = str(tmp_path / "pred_newton.npz")
+    study._save_effects(path, eff, "fp")  # holds "first-order" effects
+    with pytest.warns(UserWarning, match="holds 'first-order' effects, not "
+                                         "'newton'"):
+        assert study._load_effects(path, "fp", method="newton") == (None, None)
+    assert study._load_effects(path, "fp", method="first-order")[0] is not None

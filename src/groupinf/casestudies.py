@@ -99,7 +99,7 @@ def _fingerprint(cfg, group_matrix):
 
 def _retrain_cached(path, fp, model, X, y, C, X_test, y_test, n_jobs,
                     progress, say):
-    saved, _ = _load_effects(path, fp)
+    saved, _ = _load_effects(path, fp, method="retrain")
     if saved is not None and saved.params.shape[0] == C.shape[0]:
         say(f"refits loaded from {path}")
         return saved, 0.0

@@ -276,7 +276,7 @@ def _checksum(arrays):
     return h.hexdigest()
 
 
-def _load_effects(path, fingerprint):
+def _load_effects(path, fingerprint, method=None):
     """A saved GroupEffects, or None if missing, damaged or from another run.
 
     Anything unexpected about the file (unreadable, not a zip of .npy arrays,
@@ -292,6 +292,9 @@ def _load_effects(path, fingerprint):
             return None, None
         if str(arrays.get("_checksum")) != _checksum(arrays):
             raise ValueError("its checksum does not match its contents")
+        if method is not None and str(arrays["_method"]) != method:
+            raise ValueError(f"it holds {str(arrays['_method'])!r} effects, "
+                             f"not {method!r}")
         fields = {k: v for k, v in arrays.items() if not k.startswith("_")}
         done = arrays.get("_done")
         if done is not None and (done.dtype != bool or done.ndim != 1):
@@ -401,7 +404,8 @@ def run_experiment(dataset, out, *, l2_reg=None, per_type=20, seed=0,
     preds, timings = {}, {}
     keys = [t + p for t in TIERS for p in (("", "+plugin") if plugin else ("",))]
     for key in keys:
-        eff, _ = _load_effects(os.path.join(out, f"pred_{key}.npz"), fp)
+        eff, _ = _load_effects(os.path.join(out, f"pred_{key}.npz"), fp,
+                               method=key)
         if eff is not None:
             preds[key] = eff
     if len(preds) < len(keys):
@@ -466,7 +470,7 @@ def _save_groups(out, groups, names, kinds, n):
 def _retrain_resumable(model, X, y, groups, Xt, yt, out, fp, n_jobs, progress,
                        chunk=32, executor=None):
     path = os.path.join(out, "actual.npz")
-    saved, done = _load_effects(path, fp)
+    saved, done = _load_effects(path, fp, method="retrain")
     n_groups = len(groups)
     if saved is None or done is None or saved.params.shape[0] != n_groups:
         saved, done = None, np.zeros(n_groups, dtype=bool)
