@@ -127,6 +127,17 @@ def _predict(model, X, y, C, X_test, y_test, method):
     return eff, reason
 
 
+def _predict_tiers(model, X, y, C, X_test, y_test, say):
+    """Every tier's effects, and the reason for each tier that is undefined."""
+    effects, undefined = {}, {}
+    for tier in TIERS:
+        effects[tier], reason = _predict(model, X, y, C, X_test, y_test, tier)
+        if reason:
+            undefined[tier] = reason
+            say(f"{tier}: undefined ({reason})")
+    return effects, undefined
+
+
 def _num(x):
     return "" if x is None or not np.isfinite(x) else repr(float(x))
 
@@ -217,16 +228,13 @@ def run_dependence(dataset, out, *, feature, kind="permutation", metric="loss",
 
     # 4. Predicted changes of D: each tier linearised and plugged in.
     t = time.perf_counter()
-    pred, undefined = {}, {}
-    for tier in TIERS:
-        eff, reason = _predict(model, X, y, C, None, None, tier)
-        if reason:
-            undefined[tier] = reason
-            say(f"{tier}: undefined ({reason})")
+    pred = {}
+    effects, undefined = _predict_tiers(model, X, y, C, None, None, say)
+    for tier, eff in effects.items():
         step = np.nan_to_num(eff.params)
         pred[tier] = dep.change(step, linear=True)
         pred[tier + "+plugin"] = dep.change(step)
-        if reason:
+        if tier in undefined:
             pred[tier][:] = pred[tier + "+plugin"][:] = np.nan
     times["predict"] = time.perf_counter() - t
 
@@ -555,13 +563,9 @@ def run_sources(dataset, out, *, source_column=None, l2_reg=None, seed=0,
 
     # 1. Predicted and actual effects of removing each source.
     t = time.perf_counter()
-    pred, undefined = {}, {}
-    for tier in TIERS:
-        eff, reason = _predict(model, X, y, C, Xt, yt, tier)
-        if reason:
-            undefined[tier] = reason
-            say(f"{tier}: undefined ({reason})")
-        pred[tier] = S.effect_quantities(eff, yt, class_names)
+    effects, undefined = _predict_tiers(model, X, y, C, Xt, yt, say)
+    pred = {tier: S.effect_quantities(eff, yt, class_names)
+            for tier, eff in effects.items()}
     times["predict"] = time.perf_counter() - t
     cfg = {"case": "sources", "dataset": dataset, "data_name": data.name,
            "mode": setup["mode"], "source_column": source_column,
